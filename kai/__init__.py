@@ -1,0 +1,3 @@
+"""kai: a self-hosted hub for AI agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from kai.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The application: ``create_app(settings)`` wires the hub and mounts every router."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from kai import __version__
+from kai.auth import admin_routes
+from kai.auth import routes as auth_routes
+from kai.auth.audit import AuditLog
+from kai.auth.bootstrap import ensure_first_admin
+from kai.auth.mail import Outbox, mailer_for
+from kai.auth.passwords import Passwords
+from kai.auth.service import Identity
+from kai.auth.tokens import Signer
+from kai.config import Settings
+from kai.db import Database, migrate
+from kai.errors import KaiError, problem
+from kai.hub import Hub
+from kai.middleware import RequestGuard
+from kai.ops import routes as ops_routes
+from kai.ratelimit import MemoryLimiter
+
+log = logging.getLogger("kai")
+
+
+class ProblemResponse(Response):
+    media_type = "application/problem+json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return ProblemResponse(body, status_code=body["status"], headers=headers)
+
+
+async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
+    """Open the database (migrating it) and build every app-wide resource."""
+    url = settings.resolved_database_url
+    if run_migrations:
+        await asyncio.to_thread(migrate, url)
+    db = Database(url)
+    audit = AuditLog(db, interval=settings.audit_flush_interval,
+                     batch_size=settings.audit_batch_size)
+    outbox = Outbox(mailer_for(settings.smtp_url, sender=settings.mail_from))
+    limiter = MemoryLimiter()
+    identity = Identity(
+        settings,
+        passwords=Passwords(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        signer=Signer(settings.signing_key()),
+        audit=audit,
+        outbox=outbox,
+        limiter=limiter,
+    )
+    return Hub(settings=settings, db=db, audit=audit, outbox=outbox, limiter=limiter,
+               identity=identity)
+
+
+async def close_hub(hub: Hub) -> None:
+    await hub.audit.close()
+    await hub.outbox.drain()
+    await hub.db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The kai hub as an ASGI application."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        hub = await build_hub(settings)
+        hub.audit.start()
+        try:
+            await ensure_first_admin(hub)
+            yield {"hub": hub}
+        finally:
+            await close_hub(hub)
+
+    app = FastAPI(
+        title="kai",
+        version=__version__,
+        summary="A self-hosted hub for AI agents.",
+        description="REST and WebSocket API of the kai hub. Errors are `application/problem+json`.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestGuard, max_body=settings.max_body_bytes)
+    _install_error_handlers(app)
+    app.include_router(ops_routes.router)
+    app.include_router(auth_routes.router)
+    app.include_router(admin_routes.router)
+    return app
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(KaiError)
+    async def kai_error(_: Request, exc: KaiError) -> Response:
+        return _problem_response(exc.problem(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return _problem_response(problem(400, "Request body is not valid JSON"))
+        fields = [{"field": _field_name(tuple(p["loc"])), "message": str(p["msg"])}
+                  for p in problems]
+        return _problem_response(problem(422, "Invalid request", errors=fields))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "No such route"
+        elif exc.status_code == 405:
+            detail = "Method not allowed on this route"
+        return _problem_response(problem(exc.status_code, detail), dict(exc.headers or {}))

@@ -1,0 +1,1 @@
+"""Identity: users, sessions, tokens, magic links, mail, roles and audit."""

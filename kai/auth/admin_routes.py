@@ -1,0 +1,97 @@
+"""Admin routes of identity: users and the audit log (``system:admin``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from kai.auth import store
+from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth.rbac import Role
+from kai.auth.schemas import (
+    AdminUserOut,
+    AuditEventOut,
+    AuditPage,
+    UsersPage,
+    UserUpdate,
+    UserUpdateResponse,
+)
+from kai.auth.service import Principal
+from kai.openapi import errors
+from kai.schemas import UtcDatetime, page_fields
+
+router = APIRouter(tags=["admin"])
+
+Admin = Annotated[Principal, Require("system:admin")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Rows per page (at most 500)")]
+Offset = Annotated[int, Query(ge=0, description="Rows to skip")]
+
+
+@router.get("/api/users", responses=errors(401, 403, 422))
+async def list_users(
+    _: Admin,
+    session: DbSession,
+    role: Role | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of email or name")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> UsersPage:
+    """Every account, oldest first."""
+    rows, total = await store.list_users(session, role=role, query=q, limit=limit, offset=offset)
+    users = [AdminUserOut.model_validate(row) for row in rows]
+    return UsersPage(users=users, **page_fields(total=total, offset=offset, count=len(users)))
+
+
+@router.put("/api/users/{userId}", responses=errors(401, 403, 404, 409, 422))
+async def update_user(
+    userId: str,  # noqa: N803 - the contract's path parameter name
+    body: UserUpdate,
+    admin: Admin,
+    hub: HubDep,
+    session: DbSession,
+) -> UserUpdateResponse:
+    """Change a user's role, disabled flag or name; a disabled user's sessions end at once."""
+    user, changed = await hub.identity.update_user(
+        session, userId, role=body.role, disabled=body.disabled, name=body.name
+    )
+    if changed:
+        hub.audit.auth(
+            "user_updated",
+            ok=True,
+            user_id=admin.user_id,
+            resource=f"user:{user.id}",
+            detail=",".join(f"{f}={getattr(user, f)}" for f in changed if f != "name"),
+        )
+    return UserUpdateResponse(user=AdminUserOut.model_validate(user), updated_fields=changed)
+
+
+@router.get("/api/audit", responses=errors(401, 403, 422))
+async def audit_log(
+    _: Admin,
+    hub: HubDep,
+    session: DbSession,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=36)] = None,
+    permission: Annotated[str | None, Query(max_length=60)] = None,
+    decision: Literal["granted", "denied"] | None = None,
+    kind: Literal["permission", "auth"] | None = None,
+    start_time: Annotated[UtcDatetime | None, Query(alias="startTime")] = None,
+    end_time: Annotated[UtcDatetime | None, Query(alias="endTime")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> AuditPage:
+    """Permission decisions and authentication events, newest first."""
+    await hub.audit.flush()  # what this node has seen so far is part of the answer
+    rows, total = await store.audit_events(
+        session,
+        user_id=user_id,
+        permission=permission,
+        granted=None if decision is None else decision == "granted",
+        kind=kind,
+        start=start_time,
+        end=end_time,
+        limit=limit,
+        offset=offset,
+    )
+    events = [AuditEventOut.model_validate(row) for row in rows]
+    return AuditPage(events=events, **page_fields(total=total, offset=offset, count=len(events)))

@@ -1,0 +1,32 @@
+"""The first start of an empty hub: an admin account for the person at the console."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+from kai.auth import store
+from kai.auth.rbac import Role
+from kai.hub import Hub
+
+
+async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
+    """Create the first admin when there are no users; returns (email, password) if it did."""
+    async with hub.db.session() as session:
+        if await store.count_users(session) > 0:
+            return None
+        password = secrets.token_urlsafe(12)
+        email = hub.settings.admin_email.lower()
+        await hub.identity.create_user(
+            session, email=email, password=password, role=Role.ADMIN, name="Administrator"
+        )
+    # Shown once on the console, never written to the log.
+    banner = (
+        "\n  kai: this is a new hub. Its first admin account:\n"
+        f"    email:    {email}\n"
+        f"    password: {password}\n"
+        "  It is shown only now. Change it with:\n"
+        f"    kai users set-password {email}\n"
+    )
+    print(banner, file=sys.stderr, flush=True)  # noqa: T201
+    return email, password

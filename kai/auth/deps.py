@@ -1,0 +1,102 @@
+"""Request dependencies of identity: the database session, the caller, and ``Require``."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.auth import rbac
+from kai.auth.service import SESSION_INVALID, Client, Principal
+from kai.errors import Forbidden, Unauthorized
+from kai.hub import Hub, hub_of
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_hub(request: Request) -> Hub:
+    return hub_of(request)
+
+
+HubDep = Annotated[Hub, Depends(get_hub)]
+
+
+async def db_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: reads run in a plain transaction, writes take the lock."""
+    async with hub.db.session(write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(db_session)]
+
+
+def client_ip(request: Request, hub: Hub) -> str | None:
+    """The caller's address; ``X-Forwarded-For`` counts only when a trusted proxy sent it."""
+    peer = request.client.host if request.client else None
+    networks = hub.settings.proxy_networks
+    if peer is None or not networks:
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for address in [peer, *reversed(hops)]:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address[:64]
+        if not any(ip in net for net in networks):
+            return address
+    return hops[0] if hops else peer
+
+
+def get_client(request: Request, hub: HubDep) -> Client:
+    return Client(ip=client_ip(request, hub), user_agent=request.headers.get("user-agent"))
+
+
+ClientDep = Annotated[Client, Depends(get_client)]
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from /api/auth/login")
+
+
+async def current_principal(
+    request: Request,
+    hub: HubDep,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized(SESSION_INVALID)
+    principal = await hub.identity.authenticate(session, credentials.credentials)
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def Require(permission: str) -> Any:  # noqa: N802 - reads as a declaration in signatures
+    """A dependency that admits the caller only with ``permission``, auditing the decision."""
+    if permission not in rbac.PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+
+    async def check(
+        request: Request, hub: HubDep, principal: CurrentPrincipal, client: ClientDep
+    ) -> Principal:
+        granted = rbac.allowed(principal.role, permission)
+        hub.audit.permission(
+            permission,
+            granted=granted,
+            user_id=principal.user_id,
+            resource=f"{request.method} {request.url.path}",
+            client_ip=client.ip,
+        )
+        if not granted:
+            raise Forbidden(f"Insufficient permissions: {permission}")
+        return principal
+
+    check.__name__ = f"require_{permission.replace(':', '_')}"
+    return Depends(check)
+
+

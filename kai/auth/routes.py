@@ -1,0 +1,124 @@
+"""The contract's auth routes: register, login, session, magic links, refresh, logout."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from kai.auth import rbac
+from kai.auth.deps import ClientDep, CurrentPrincipal, DbSession, HubDep
+from kai.auth.schemas import (
+    Accepted,
+    LoginRequest,
+    LoginResponse,
+    LogoutResponse,
+    MagicLinkRequest,
+    RefreshRequest,
+    RefreshResponse,
+    RegisterRequest,
+    RegisterResponse,
+    SessionOut,
+    SessionResponse,
+    Tokens,
+    UserOut,
+    VerifyMagicRequest,
+    VerifyMagicResponse,
+)
+from kai.auth.service import Issued
+from kai.openapi import errors
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def _tokens(issued: Issued) -> Tokens:
+    return Tokens.model_validate(
+        {
+            "access_token": {"token": issued.access_token, "expires_at": issued.access_expires},
+            "refresh_token": {"token": issued.refresh_token, "expires_at": issued.refresh_expires},
+        }
+    )
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(409, 422, 400),
+)
+async def register(
+    body: RegisterRequest, hub: HubDep, session: DbSession, client: ClientDep
+) -> RegisterResponse:
+    """Create an account with the `user` role; mails a verification link when required."""
+    data = body.user_data
+    user = await hub.identity.register(
+        session, email=data.email, password=data.password, name=data.name, client=client
+    )
+    return RegisterResponse(
+        user=UserOut.model_validate(user),
+        requires_verification=hub.settings.require_email_verification,
+    )
+
+
+@router.post("/login", responses=errors(401, 403, 422, 429))
+async def login(
+    body: LoginRequest, hub: HubDep, session: DbSession, client: ClientDep
+) -> LoginResponse:
+    """Exchange an email and password for an access token, a refresh token and a session."""
+    issued = await hub.identity.login(
+        session, email=body.credentials.email, password=body.credentials.password, client=client
+    )
+    return LoginResponse(
+        user=UserOut.model_validate(issued.user),
+        tokens=_tokens(issued),
+        session=issued.session.id,
+        expires_at=issued.access_expires,
+    )
+
+
+@router.get("/session", responses=errors(401))
+async def current_session(principal: CurrentPrincipal) -> SessionResponse:
+    """The caller's session, user and permissions."""
+    return SessionResponse(
+        session=SessionOut.model_validate(principal.session),
+        user=UserOut.model_validate(principal.user),
+        permissions=rbac.permissions_of(principal.role),
+        expires_at=principal.session.expires_at,
+    )
+
+
+@router.post("/magic-link", status_code=status.HTTP_202_ACCEPTED, responses=errors(422, 429))
+async def magic_link(
+    body: MagicLinkRequest, hub: HubDep, session: DbSession, client: ClientDep
+) -> Accepted:
+    """Mail a single-use sign-in link; the answer is the same whether the address exists."""
+    await hub.identity.request_magic_link(session, email=body.email, client=client)
+    return Accepted(message="If the address has an account, a sign-in link is on its way")
+
+
+@router.post("/verify-magic", responses=errors(400, 422))
+async def verify_magic(
+    body: VerifyMagicRequest, hub: HubDep, session: DbSession, client: ClientDep
+) -> VerifyMagicResponse:
+    """Spend a magic link: marks the email verified and opens a session."""
+    issued = await hub.identity.verify_magic_link(session, body.token, client=client)
+    return VerifyMagicResponse(
+        user=UserOut.model_validate(issued.user), tokens=_tokens(issued), session=issued.session.id
+    )
+
+
+@router.post("/refresh", responses=errors(401, 422))
+async def refresh(
+    body: RefreshRequest, hub: HubDep, session: DbSession, client: ClientDep
+) -> RefreshResponse:
+    """Trade a refresh token for new tokens; the old one is spent, and reusing it ends the session."""
+    issued = await hub.identity.refresh(session, body.refresh_token, client=client)
+    return RefreshResponse(
+        tokens=_tokens(issued), session=issued.session.id, expires_at=issued.access_expires
+    )
+
+
+@router.post("/logout", responses=errors(401))
+async def logout(
+    principal: CurrentPrincipal, hub: HubDep, session: DbSession, client: ClientDep
+) -> LogoutResponse:
+    """End the session: its access and refresh tokens stop working at once."""
+    await hub.identity.logout(session, principal, client=client)
+    return LogoutResponse()

@@ -1,0 +1,319 @@
+"""Identity logic: registration, login, sessions, refresh, magic links, users.
+
+Callers own the transaction: these functions flush, never commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.auth import store
+from kai.auth.audit import AuditLog
+from kai.auth.mail import Mail, Outbox
+from kai.auth.models import MagicLink, RefreshToken, Session, User
+from kai.auth.passwords import Passwords
+from kai.auth.rbac import Role
+from kai.auth.tokens import ACCESS, InvalidToken, Signer, digest, new_secret
+from kai.config import Settings
+from kai.db import after_commit, utcnow
+from kai.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from kai.ratelimit import Limiter
+
+LOGIN_FAILED = "Authentication failed"
+SESSION_INVALID = "Invalid or expired session"
+MAGIC_INVALID = "Invalid or expired magic link"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user as of this request, and the session they hold."""
+
+    user: User
+    session: Session
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A session together with the tokens just minted for it."""
+
+    user: User
+    session: Session
+    access_token: str
+    access_expires: datetime
+    refresh_token: str
+    refresh_expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Where a request came from, for throttling and the audit log."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class Identity:
+    """Everything about who someone is and how they prove it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        passwords: Passwords,
+        signer: Signer,
+        audit: AuditLog,
+        outbox: Outbox,
+        limiter: Limiter,
+    ) -> None:
+        self.settings = settings
+        self.passwords = passwords
+        self.signer = signer
+        self.audit = audit
+        self.outbox = outbox
+        self.limiter = limiter
+
+    # -- registration and login -------------------------------------------------------------
+
+    async def register(
+        self, session: AsyncSession, *, email: str, password: str, name: str | None, client: Client
+    ) -> User:
+        if await store.user_by_email(session, email) is not None:
+            raise Conflict("Email already registered")
+        user = User(
+            email=email,
+            name=name,
+            password_hash=await self.passwords.hash(password),
+            role=Role.USER,
+            email_verified=False,
+        )
+        session.add(user)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise Conflict("Email already registered") from None
+        self.audit.auth("register", ok=True, user_id=user.id, client_ip=client.ip)
+        if self.settings.require_email_verification:
+            await self._mail_link(session, user, purpose="verify")
+        return user
+
+    async def login(
+        self, session: AsyncSession, *, email: str, password: str, client: Client
+    ) -> Issued:
+        await self._throttle("login", email=email, client=client)
+        user = await store.user_by_email(session, email)
+        matches = await self.passwords.verify(password, user.password_hash if user else None)
+        if user is None or not matches or user.disabled:
+            self.audit.auth(
+                "login",
+                ok=False,
+                user_id=user.id if user else None,
+                resource=email,
+                client_ip=client.ip,
+                detail="disabled" if user and matches else "bad credentials",
+            )
+            raise Unauthorized(LOGIN_FAILED)
+        if self.settings.require_email_verification and not user.email_verified:
+            self.audit.auth("login", ok=False, user_id=user.id, client_ip=client.ip,
+                            detail="email not verified")
+            raise Forbidden("Email address not verified")
+        issued = await self._open_session(session, user, client)
+        self.audit.auth("login", ok=True, user_id=user.id, client_ip=client.ip)
+        return issued
+
+    async def _throttle(self, action: str, *, email: str, client: Client) -> None:
+        capacity, per = self.settings.auth_rate_limit, float(self.settings.auth_rate_window)
+        keys = [f"{action}:account:{email}"]
+        if client.ip:
+            keys.append(f"{action}:ip:{client.ip}")
+        for key in keys:
+            verdict = await self.limiter.hit(key, capacity=capacity, per=per)
+            if not verdict.allowed:
+                self.audit.auth(action, ok=False, resource=email, client_ip=client.ip,
+                                detail="throttled")
+                raise TooManyRequests("Too many attempts; try again later",
+                                      retry_after=verdict.retry_after_seconds)
+
+    # -- sessions and tokens ----------------------------------------------------------------
+
+    async def _open_session(self, session: AsyncSession, user: User, client: Client) -> Issued:
+        now = utcnow()
+        row = Session(
+            user_id=user.id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.session_ttl),
+            client_ip=client.ip,
+            user_agent=(client.user_agent or "")[:300] or None,
+        )
+        session.add(row)
+        await session.flush()
+        return await self._issue(session, user, row)
+
+    async def _issue(self, session: AsyncSession, user: User, row: Session) -> Issued:
+        now = utcnow()
+        access_ttl = min(timedelta(seconds=self.settings.access_token_ttl), row.expires_at - now)
+        access, access_expires = self.signer.issue(
+            ACCESS, subject=user.id, ttl=access_ttl, sid=row.id
+        )
+        refresh = new_secret()
+        refresh_expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl),
+                              row.expires_at)
+        session.add(RefreshToken(session_id=row.id, token_hash=digest(refresh),
+                                 created_at=now, expires_at=refresh_expires))
+        await session.flush()
+        return Issued(user, row, access, access_expires, refresh, refresh_expires)
+
+    async def authenticate(self, session: AsyncSession, token: str) -> Principal:
+        """The principal behind an access token, checked against its live session."""
+        try:
+            claims = self.signer.verify(token, ACCESS, required=("sid",))
+        except InvalidToken:
+            raise Unauthorized(SESSION_INVALID) from None
+        found = await store.live_session(session, str(claims["sid"]), utcnow())
+        if found is None:
+            raise Unauthorized(SESSION_INVALID)
+        row, user = found
+        if user.id != claims["sub"] or user.disabled:
+            raise Unauthorized(SESSION_INVALID)
+        return Principal(user, row)
+
+    async def refresh(self, session: AsyncSession, token: str, *, client: Client) -> Issued:
+        now = utcnow()
+        held = await store.refresh_token(session, digest(token))
+        if held is None:
+            raise Unauthorized("Invalid refresh token")
+        found = await store.live_session(session, held.session_id, now)
+        if held.spent_at is not None or not await store.spend_refresh_token(session, held.id, now):
+            # A spent token came back: whoever holds it may be a thief. End the session.
+            await store.revoke_session(session, held.session_id, reason="refresh_reuse", now=now)
+            user_id = found[1].id if found else None
+            self.audit.auth("refresh_reuse", ok=False, user_id=user_id, client_ip=client.ip,
+                            resource=f"session:{held.session_id}")
+            raise Unauthorized("Invalid refresh token", persist=True)
+        if found is None or held.expires_at <= now or found[1].disabled:
+            raise Unauthorized("Invalid refresh token")
+        row, user = found
+        self.audit.auth("refresh", ok=True, user_id=user.id, client_ip=client.ip)
+        return await self._issue(session, user, row)
+
+    async def logout(self, session: AsyncSession, principal: Principal, *, client: Client) -> None:
+        await store.revoke_session(session, principal.session_id, reason="logout", now=utcnow())
+        self.audit.auth("logout", ok=True, user_id=principal.user_id, client_ip=client.ip)
+
+    # -- magic links -------------------------------------------------------------------------
+
+    async def request_magic_link(self, session: AsyncSession, *, email: str, client: Client) -> None:
+        """Mail a login link if the account exists; the caller cannot tell whether it does."""
+        await self._throttle("magic_link", email=email, client=client)
+        user = await store.user_by_email(session, email)
+        if user is not None and not user.disabled:
+            await self._mail_link(session, user, purpose="login")
+        self.audit.auth("magic_link_requested", ok=True, user_id=user.id if user else None,
+                        resource=email, client_ip=client.ip)
+
+    async def _mail_link(self, session: AsyncSession, user: User, *, purpose: str) -> None:
+        now = utcnow()
+        await store.void_magic_links(session, user.id, now)
+        token = new_secret()
+        session.add(MagicLink(user_id=user.id, token_hash=digest(token), purpose=purpose,
+                              created_at=now,
+                              expires_at=now + timedelta(seconds=self.settings.magic_link_ttl)))
+        await session.flush()
+        minutes = self.settings.magic_link_ttl // 60
+        link = f"{self.settings.base_url}/login/magic#token={token}"
+        if purpose == "verify":
+            subject = "Confirm your kai account"
+            intro = "Confirm your email address and sign in to kai with this link:"
+        else:
+            subject = "Your kai sign-in link"
+            intro = "Sign in to kai with this link:"
+        body = (f"{intro}\n\n{link}\n\nIt works once, for {minutes} minutes. To use it from a "
+                f"program, POST {{\"token\": \"{token}\"}} to /api/auth/verify-magic.\n"
+                "If you did not ask for it, ignore this mail.\n")
+        mail = Mail(to=user.email, subject=subject, body=body)
+        after_commit(session, lambda: self.outbox.post(mail))
+
+    async def verify_magic_link(self, session: AsyncSession, token: str, *, client: Client) -> Issued:
+        link = await store.spend_magic_link(session, digest(token), utcnow())
+        user = await store.user_by_id(session, link.user_id) if link else None
+        if link is None or user is None or user.disabled:
+            self.audit.auth("magic_link", ok=False, client_ip=client.ip, detail="invalid")
+            raise BadRequest(MAGIC_INVALID)
+        user.email_verified = True
+        issued = await self._open_session(session, user, client)
+        self.audit.auth("magic_link", ok=True, user_id=user.id, client_ip=client.ip,
+                        detail=link.purpose)
+        return issued
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        session: AsyncSession,
+        *,
+        email: str,
+        password: str,
+        role: Role,
+        name: str | None = None,
+        verified: bool = True,
+    ) -> User:
+        if await store.user_by_email(session, email) is not None:
+            raise Conflict("Email already registered")
+        user = User(email=email, name=name, password_hash=await self.passwords.hash(password),
+                    role=role, email_verified=verified)
+        session.add(user)
+        await session.flush()
+        return user
+
+    async def update_user(
+        self,
+        session: AsyncSession,
+        user_id: str,
+        *,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        name: str | None = None,
+    ) -> tuple[User, list[str]]:
+        """Change a user's role, disabled flag or name; returns the user and what changed."""
+        user = await store.user_by_id(session, user_id)
+        if user is None:
+            raise NotFound("User not found")
+        loses_admin = user.role == Role.ADMIN and not user.disabled and (
+            (role is not None and role != Role.ADMIN) or disabled is True
+        )
+        if loses_admin and await store.count_active_admins(session) <= 1:
+            raise Conflict("The last active admin cannot be demoted or disabled")
+        changed: list[str] = []
+        if role is not None and role != user.role:
+            user.role = role
+            changed.append("role")
+        if disabled is not None and disabled != user.disabled:
+            user.disabled = disabled
+            changed.append("disabled")
+            if disabled:
+                await store.revoke_user_sessions(session, user.id, reason="disabled", now=utcnow())
+        if name is not None and name != user.name:
+            user.name = name
+            changed.append("name")
+        await session.flush()
+        return user, changed
+
+    async def set_password(self, session: AsyncSession, user: User, password: str) -> None:
+        user.password_hash = await self.passwords.hash(password)
+        await store.revoke_user_sessions(session, user.id, reason="password", now=utcnow())
+        await session.flush()

@@ -1,0 +1,180 @@
+"""The ``kai`` command: serve, migrate, and manage users."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from kai.auth import store
+from kai.auth.rbac import Role
+from kai.config import ConfigError, Settings
+from kai.errors import KaiError
+
+T = TypeVar("T")
+
+app = typer.Typer(help="kai: a self-hosted hub for AI agents.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+app.add_typer(users, name="users")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:
+        typer.echo(f"kai: bad configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (KAI_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (KAI_PORT)")] = None,
+) -> None:
+    """Run the hub (migrating the database first)."""
+    import uvicorn
+
+    from kai.app import create_app
+
+    settings = _settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    _setup_logging(settings.log_level)
+    try:
+        settings.signing_key()
+    except ConfigError as exc:
+        typer.echo(f"kai: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        proxy_headers=False,  # kai reads X-Forwarded-For itself, from trusted proxies only
+        ws_per_message_deflate=False,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Upgrade the database to the newest schema."""
+    from kai.db import migrate
+
+    settings = _settings()
+    _setup_logging(settings.log_level)
+    migrate(settings.resolved_database_url)
+    typer.echo("kai: database is up to date")
+
+
+def _with_hub(work: Callable[..., Awaitable[T]]) -> T:
+    from kai.app import build_hub, close_hub
+
+    async def run() -> T:
+        hub = await build_hub(_settings())
+        try:
+            return await work(hub)
+        finally:
+            await close_hub(hub)
+
+    try:
+        return asyncio.run(run())
+    except KaiError as exc:
+        typer.echo(f"kai: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _password(value: str | None) -> str:
+    if value is None:
+        value = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(value) < 8:
+        typer.echo("kai: a password needs at least 8 characters", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+@users.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="The account's email address")],
+    password: Annotated[str | None, typer.Option(help="Asked for when omitted")] = None,
+    role: Annotated[Role, typer.Option(help="user, developer, agent or admin")] = Role.USER,
+    name: Annotated[str | None, typer.Option(help="A display name")] = None,
+) -> None:
+    """Create an account (its email counts as verified)."""
+    secret = _password(password)
+
+    async def work(hub: object) -> str:
+        from kai.hub import Hub
+
+        assert isinstance(hub, Hub)
+        async with hub.db.session() as session:
+            user = await hub.identity.create_user(
+                session, email=email.strip().lower(), password=secret, role=role, name=name
+            )
+            return user.id
+
+    user_id = _with_hub(work)
+    typer.echo(f"kai: created {role.value} {email} ({user_id})")
+
+
+@users.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument(help="The account's email address")],
+    role: Annotated[Role, typer.Argument(help="user, developer, agent or admin")],
+) -> None:
+    """Change an account's role; it applies to the account's next request."""
+
+    async def work(hub: object) -> None:
+        from kai.hub import Hub
+
+        assert isinstance(hub, Hub)
+        async with hub.db.session() as session:
+            user = await store.user_by_email(session, email.strip().lower())
+            if user is None:
+                typer.echo(f"kai: no account {email}", err=True)
+                raise typer.Exit(1)
+            await hub.identity.update_user(session, user.id, role=role)
+
+    _with_hub(work)
+    typer.echo(f"kai: {email} is now {role.value}")
+
+
+@users.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Argument(help="The account's email address")],
+    password: Annotated[str | None, typer.Option(help="Asked for when omitted")] = None,
+) -> None:
+    """Set an account's password; its open sessions end."""
+    secret = _password(password)
+
+    async def work(hub: object) -> None:
+        from kai.hub import Hub
+
+        assert isinstance(hub, Hub)
+        async with hub.db.session() as session:
+            user = await store.user_by_email(session, email.strip().lower())
+            if user is None:
+                typer.echo(f"kai: no account {email}", err=True)
+                raise typer.Exit(1)
+            await hub.identity.set_password(session, user, secret)
+
+    _with_hub(work)
+    typer.echo(f"kai: password of {email} changed")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,144 @@
+"""Settings: one object, read from the environment (prefix ``KAI_``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+SECRET_FILE = "secret_key"
+
+# Keys seen in tutorials and defaults: a hub signed with one of these is signed with nothing.
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "secret",
+        "changeme",
+        "change-me",
+        "changethis",
+        "development",
+        "dev",
+        "test",
+        "password",
+        "your-secret-key",
+        "your-secret-key-here",
+        "supersecret",
+        "super-secret-key",
+        "mysecretkey",
+        "secret-key",
+        "insecure",
+        "kai",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says why."""
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything kai reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KAI_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+
+    access_token_ttl: int = Field(default=900, gt=0, description="Access token lifetime, s")
+    refresh_token_ttl: int = Field(default=14 * 86400, gt=0, description="Refresh token, s")
+    session_ttl: int = Field(default=30 * 86400, gt=0, description="Absolute session life, s")
+    magic_link_ttl: int = Field(default=15 * 60, gt=0, description="Magic link lifetime, s")
+
+    smtp_url: str | None = None
+    mail_from: str = "kai <kai@localhost>"
+    require_email_verification: bool = False
+    public_base_url: str | None = None
+    ws_allowed_origins: CommaList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
+
+    auth_rate_limit: int = Field(default=10, gt=0, description="Attempts per window and key")
+    auth_rate_window: int = Field(default=60, gt=0, description="Throttle window, s")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    # Argon2id cost; the defaults are the OWASP-recommended profile. Tests lower them.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+    audit_flush_interval: float = Field(default=0.5, gt=0)
+    audit_batch_size: int = Field(default=500, gt=0)
+
+    admin_email: str = "admin@example.com"
+    log_level: str = "INFO"
+
+    @field_validator("ws_allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @cached_property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'kai.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+    def signing_key(self) -> str:
+        """The key that signs tokens: given, or generated once and kept in the data dir."""
+        if self.secret_key is not None:
+            return check_secret(self.secret_key.get_secret_value())
+        path = self.data_dir / SECRET_FILE
+        if path.exists():
+            return check_secret(path.read_text().strip())
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+
+def check_secret(key: str) -> str:
+    """Refuse a signing key that is short or well known."""
+    if key.strip().lower() in WELL_KNOWN_SECRETS:
+        raise ConfigError("KAI_SECRET_KEY is a well-known value; use a random one")
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"KAI_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+    if len(set(key)) < 8:
+        raise ConfigError("KAI_SECRET_KEY has too few distinct characters to be random")
+    return key

@@ -1,0 +1,29 @@
+"""The hub's app-wide resources, built once by the lifespan and reached through requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from kai.auth.audit import AuditLog
+from kai.auth.mail import Outbox
+from kai.auth.service import Identity
+from kai.config import Settings
+from kai.db import Database
+from kai.ratelimit import Limiter
+
+
+@dataclass(slots=True)
+class Hub:
+    settings: Settings
+    db: Database
+    audit: AuditLog
+    outbox: Outbox
+    limiter: Limiter
+    identity: Identity
+
+
+def hub_of(connection: HTTPConnection) -> Hub:
+    hub: Hub = connection.state.hub
+    return hub

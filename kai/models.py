@@ -1,0 +1,8 @@
+"""Every table kai has, imported in one place for Alembic and the tests."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    """Import every domain's models so that ``Base.metadata`` knows all tables."""
+    import kai.auth.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Operating the hub: health, readiness, and (later) config, services and metrics."""
