@@ -51,8 +51,9 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
     if run_migrations:
         await asyncio.to_thread(migrate, url)
     db = Database(url)
-    audit = AuditLog(db, interval=settings.audit_flush_interval,
-                     batch_size=settings.audit_batch_size)
+    audit = AuditLog(
+        db, interval=settings.audit_flush_interval, batch_size=settings.audit_batch_size
+    )
     outbox = Outbox(mailer_for(settings.smtp_url, sender=settings.mail_from))
     limiter = MemoryLimiter()
     identity = Identity(
@@ -67,8 +68,9 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         outbox=outbox,
         limiter=limiter,
     )
-    return Hub(settings=settings, db=db, audit=audit, outbox=outbox, limiter=limiter,
-               identity=identity)
+    return Hub(
+        settings=settings, db=db, audit=audit, outbox=outbox, limiter=limiter, identity=identity
+    )
 
 
 async def close_hub(hub: Hub) -> None:
@@ -82,9 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         hub = await build_hub(settings)
         hub.audit.start()
+        app.state.hub = hub  # for tools and tests; requests use the lifespan state
         try:
             await ensure_first_admin(hub)
             yield {"hub": hub}
@@ -123,8 +126,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
             return _problem_response(problem(400, "Request body is not valid JSON"))
-        fields = [{"field": _field_name(tuple(p["loc"])), "message": str(p["msg"])}
-                  for p in problems]
+        fields = [
+            {"field": _field_name(tuple(p["loc"])), "message": str(p["msg"])} for p in problems
+        ]
         return _problem_response(problem(422, "Invalid request", errors=fields))
 
     @app.exception_handler(StarletteHTTPException)

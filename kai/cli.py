@@ -16,8 +16,11 @@ from kai.errors import KaiError
 
 T = TypeVar("T")
 
-app = typer.Typer(help="kai: a self-hosted hub for AI agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="kai: a self-hosted hub for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 app.add_typer(users, name="users")
 

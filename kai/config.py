@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     audit_batch_size: int = Field(default=500, gt=0)
 
     admin_email: str = "admin@example.com"
+    admin_password: SecretStr | None = None
     log_level: str = "INFO"
 
     @field_validator("ws_allowed_origins", "trusted_proxies", mode="before")

@@ -14,7 +14,7 @@ from kai.errors import problem
 log = logging.getLogger("kai.http")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class BodyTooLarge(Exception):
@@ -33,11 +33,41 @@ def _is_json(content_type: bytes) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
-class RequestGuard:
-    """Gives each request an id, caps bodies, insists on JSON bodies for the API,
-    and turns anything unhandled into a 500 problem that names the request id only."""
+class _Exchange:
+    """One request's send side: stamps the request id and remembers whether it has started."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, raw_body_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send = send
+        self.request_id = request_id
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    async def problem(self, status: int, detail: str, *, with_id: bool = False) -> None:
+        content = problem(status, detail)
+        if with_id:
+            content["requestId"] = self.request_id
+        body = orjson.dumps(content)
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """Gives each request an id, caps bodies, insists on JSON bodies for the API, and turns
+    anything unhandled into a 500 problem that names the request id and nothing else."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_body: int, raw_body_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.raw_body_paths = raw_body_paths
@@ -47,31 +77,12 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        async def reply(status: int, detail: str, **extra: object) -> None:
-            body = orjson.dumps(problem(status, detail, **extra))
-            await send_with_id({"type": "http.response.start", "status": status, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ]})
-            await send_with_id({"type": "http.response.body", "body": body})
-
+        exchange = _Exchange(send, given if _SAFE_ID.match(given) else uuid.uuid4().hex)
+        scope.setdefault("state", {})["request_id"] = exchange.request_id
         refusal = self._refuse(scope)
         if refusal is not None:
-            await reply(*refusal)
+            await exchange.problem(*refusal)
             return
-
         seen = 0
 
         async def counted_receive() -> Message:
@@ -84,30 +95,39 @@ class RequestGuard:
             return message
 
         try:
-            await self.app(scope, counted_receive, send_with_id)
+            await self.app(scope, counted_receive, exchange.send)
         except BodyTooLarge:
-            if not started:
-                await reply(413, f"Request body is larger than {self.max_body} bytes")
+            if not exchange.started:
+                await exchange.problem(413, self._too_large)
         except Exception:
-            log.exception("unhandled error in %s %s (request id %s)",
-                          scope["method"], scope["path"], request_id)
-            if not started:
-                await reply(500, "Internal server error", requestId=request_id)
+            log.exception(
+                "unhandled error in %s %s (request id %s)",
+                scope["method"],
+                scope["path"],
+                exchange.request_id,
+            )
+            if not exchange.started:
+                await exchange.problem(500, "Internal server error", with_id=True)
+
+    @property
+    def _too_large(self) -> str:
+        return f"Request body is larger than {self.max_body} bytes"
 
     def _refuse(self, scope: Scope) -> tuple[int, str] | None:
         length = _header(scope, b"content-length")
         if length is not None:
             try:
                 if int(length) > self.max_body:
-                    return 413, f"Request body is larger than {self.max_body} bytes"
+                    return 413, self._too_large
             except ValueError:
                 return 400, "Invalid Content-Length header"
         path: str = scope["path"]
+        has_body = length not in (None, b"0") or _header(scope, b"transfer-encoding") is not None
         if (
-            scope["method"].encode() in _BODY_METHODS
+            has_body
+            and scope["method"] in _BODY_METHODS
             and path.startswith("/api/")
-            and not path.endswith(self.raw_body_paths)
-            and (length not in (None, b"0") or _header(scope, b"transfer-encoding"))
+            and not (self.raw_body_paths and path.endswith(self.raw_body_paths))
         ):
             content_type = _header(scope, b"content-type")
             if content_type is None or not _is_json(content_type):

@@ -45,7 +45,7 @@ async def list_users(
 
 @router.put("/api/users/{userId}", responses=errors(401, 403, 404, 409, 422))
 async def update_user(
-    userId: str,  # noqa: N803 - the contract's path parameter name
+    userId: str,
     body: UserUpdate,
     admin: Admin,
     hub: HubDep,

@@ -15,11 +15,15 @@ async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
     async with hub.db.session() as session:
         if await store.count_users(session) > 0:
             return None
-        password = secrets.token_urlsafe(12)
+        given = hub.settings.admin_password
+        password = given.get_secret_value() if given else secrets.token_urlsafe(12)
         email = hub.settings.admin_email.lower()
         await hub.identity.create_user(
             session, email=email, password=password, role=Role.ADMIN, name="Administrator"
         )
+    if given:
+        _console(f"\n  kai: created the first admin, {email}, with KAI_ADMIN_PASSWORD\n")
+        return email, password
     # Shown once on the console, never written to the log.
     banner = (
         "\n  kai: this is a new hub. Its first admin account:\n"
@@ -28,5 +32,10 @@ async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
         "  It is shown only now. Change it with:\n"
         f"    kai users set-password {email}\n"
     )
-    print(banner, file=sys.stderr, flush=True)  # noqa: T201
+    _console(banner)
     return email, password
+
+
+def _console(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -76,7 +76,7 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def Require(permission: str) -> Any:  # noqa: N802 - reads as a declaration in signatures
+def Require(permission: str) -> Any:
     """A dependency that admits the caller only with ``permission``, auditing the decision."""
     if permission not in rbac.PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
@@ -98,5 +98,3 @@ def Require(permission: str) -> Any:  # noqa: N802 - reads as a declaration in s
 
     check.__name__ = f"require_{permission.replace(':', '_')}"
     return Depends(check)
-
-

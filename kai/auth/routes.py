@@ -108,7 +108,7 @@ async def verify_magic(
 async def refresh(
     body: RefreshRequest, hub: HubDep, session: DbSession, client: ClientDep
 ) -> RefreshResponse:
-    """Trade a refresh token for new tokens; the old one is spent, and reusing it ends the session."""
+    """Trade a refresh token for new tokens; the old one is spent, and reuse ends the session."""
     issued = await hub.identity.refresh(session, body.refresh_token, client=client)
     return RefreshResponse(
         tokens=_tokens(issued), session=issued.session.id, expires_at=issued.access_expires

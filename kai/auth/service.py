@@ -129,8 +129,9 @@ class Identity:
             )
             raise Unauthorized(LOGIN_FAILED)
         if self.settings.require_email_verification and not user.email_verified:
-            self.audit.auth("login", ok=False, user_id=user.id, client_ip=client.ip,
-                            detail="email not verified")
+            self.audit.auth(
+                "login", ok=False, user_id=user.id, client_ip=client.ip, detail="email not verified"
+            )
             raise Forbidden("Email address not verified")
         issued = await self._open_session(session, user, client)
         self.audit.auth("login", ok=True, user_id=user.id, client_ip=client.ip)
@@ -144,10 +145,12 @@ class Identity:
         for key in keys:
             verdict = await self.limiter.hit(key, capacity=capacity, per=per)
             if not verdict.allowed:
-                self.audit.auth(action, ok=False, resource=email, client_ip=client.ip,
-                                detail="throttled")
-                raise TooManyRequests("Too many attempts; try again later",
-                                      retry_after=verdict.retry_after_seconds)
+                self.audit.auth(
+                    action, ok=False, resource=email, client_ip=client.ip, detail="throttled"
+                )
+                raise TooManyRequests(
+                    "Too many attempts; try again later", retry_after=verdict.retry_after_seconds
+                )
 
     # -- sessions and tokens ----------------------------------------------------------------
 
@@ -171,10 +174,17 @@ class Identity:
             ACCESS, subject=user.id, ttl=access_ttl, sid=row.id
         )
         refresh = new_secret()
-        refresh_expires = min(now + timedelta(seconds=self.settings.refresh_token_ttl),
-                              row.expires_at)
-        session.add(RefreshToken(session_id=row.id, token_hash=digest(refresh),
-                                 created_at=now, expires_at=refresh_expires))
+        refresh_expires = min(
+            now + timedelta(seconds=self.settings.refresh_token_ttl), row.expires_at
+        )
+        session.add(
+            RefreshToken(
+                session_id=row.id,
+                token_hash=digest(refresh),
+                created_at=now,
+                expires_at=refresh_expires,
+            )
+        )
         await session.flush()
         return Issued(user, row, access, access_expires, refresh, refresh_expires)
 
@@ -202,8 +212,13 @@ class Identity:
             # A spent token came back: whoever holds it may be a thief. End the session.
             await store.revoke_session(session, held.session_id, reason="refresh_reuse", now=now)
             user_id = found[1].id if found else None
-            self.audit.auth("refresh_reuse", ok=False, user_id=user_id, client_ip=client.ip,
-                            resource=f"session:{held.session_id}")
+            self.audit.auth(
+                "refresh_reuse",
+                ok=False,
+                user_id=user_id,
+                client_ip=client.ip,
+                resource=f"session:{held.session_id}",
+            )
             raise Unauthorized("Invalid refresh token", persist=True)
         if found is None or held.expires_at <= now or found[1].disabled:
             raise Unauthorized("Invalid refresh token")
@@ -217,22 +232,35 @@ class Identity:
 
     # -- magic links -------------------------------------------------------------------------
 
-    async def request_magic_link(self, session: AsyncSession, *, email: str, client: Client) -> None:
+    async def request_magic_link(
+        self, session: AsyncSession, *, email: str, client: Client
+    ) -> None:
         """Mail a login link if the account exists; the caller cannot tell whether it does."""
         await self._throttle("magic_link", email=email, client=client)
         user = await store.user_by_email(session, email)
         if user is not None and not user.disabled:
             await self._mail_link(session, user, purpose="login")
-        self.audit.auth("magic_link_requested", ok=True, user_id=user.id if user else None,
-                        resource=email, client_ip=client.ip)
+        self.audit.auth(
+            "magic_link_requested",
+            ok=True,
+            user_id=user.id if user else None,
+            resource=email,
+            client_ip=client.ip,
+        )
 
     async def _mail_link(self, session: AsyncSession, user: User, *, purpose: str) -> None:
         now = utcnow()
         await store.void_magic_links(session, user.id, now)
         token = new_secret()
-        session.add(MagicLink(user_id=user.id, token_hash=digest(token), purpose=purpose,
-                              created_at=now,
-                              expires_at=now + timedelta(seconds=self.settings.magic_link_ttl)))
+        session.add(
+            MagicLink(
+                user_id=user.id,
+                token_hash=digest(token),
+                purpose=purpose,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.magic_link_ttl),
+            )
+        )
         await session.flush()
         minutes = self.settings.magic_link_ttl // 60
         link = f"{self.settings.base_url}/login/magic#token={token}"
@@ -242,13 +270,17 @@ class Identity:
         else:
             subject = "Your kai sign-in link"
             intro = "Sign in to kai with this link:"
-        body = (f"{intro}\n\n{link}\n\nIt works once, for {minutes} minutes. To use it from a "
-                f"program, POST {{\"token\": \"{token}\"}} to /api/auth/verify-magic.\n"
-                "If you did not ask for it, ignore this mail.\n")
+        body = (
+            f"{intro}\n\n{link}\n\nIt works once, for {minutes} minutes. To use it from a "
+            f'program, POST {{"token": "{token}"}} to /api/auth/verify-magic.\n'
+            "If you did not ask for it, ignore this mail.\n"
+        )
         mail = Mail(to=user.email, subject=subject, body=body)
         after_commit(session, lambda: self.outbox.post(mail))
 
-    async def verify_magic_link(self, session: AsyncSession, token: str, *, client: Client) -> Issued:
+    async def verify_magic_link(
+        self, session: AsyncSession, token: str, *, client: Client
+    ) -> Issued:
         link = await store.spend_magic_link(session, digest(token), utcnow())
         user = await store.user_by_id(session, link.user_id) if link else None
         if link is None or user is None or user.disabled:
@@ -256,8 +288,9 @@ class Identity:
             raise BadRequest(MAGIC_INVALID)
         user.email_verified = True
         issued = await self._open_session(session, user, client)
-        self.audit.auth("magic_link", ok=True, user_id=user.id, client_ip=client.ip,
-                        detail=link.purpose)
+        self.audit.auth(
+            "magic_link", ok=True, user_id=user.id, client_ip=client.ip, detail=link.purpose
+        )
         return issued
 
     # -- users -------------------------------------------------------------------------------
@@ -274,8 +307,13 @@ class Identity:
     ) -> User:
         if await store.user_by_email(session, email) is not None:
             raise Conflict("Email already registered")
-        user = User(email=email, name=name, password_hash=await self.passwords.hash(password),
-                    role=role, email_verified=verified)
+        user = User(
+            email=email,
+            name=name,
+            password_hash=await self.passwords.hash(password),
+            role=role,
+            email_verified=verified,
+        )
         session.add(user)
         await session.flush()
         return user
@@ -293,8 +331,10 @@ class Identity:
         user = await store.user_by_id(session, user_id)
         if user is None:
             raise NotFound("User not found")
-        loses_admin = user.role == Role.ADMIN and not user.disabled and (
-            (role is not None and role != Role.ADMIN) or disabled is True
+        loses_admin = (
+            user.role == Role.ADMIN
+            and not user.disabled
+            and ((role is not None and role != Role.ADMIN) or disabled is True)
         )
         if loses_admin and await store.count_active_admins(session) <= 1:
             raise Conflict("The last active admin cannot be demoted or disabled")

@@ -107,7 +107,9 @@ async def void_magic_links(session: AsyncSession, user_id: str, now: datetime) -
     )
 
 
-async def spend_magic_link(session: AsyncSession, token_hash: str, now: datetime) -> MagicLink | None:
+async def spend_magic_link(
+    session: AsyncSession, token_hash: str, now: datetime
+) -> MagicLink | None:
     """Spend a live link atomically: of any number of concurrent callers, one gets it."""
     result = await session.execute(
         update(MagicLink)

@@ -43,7 +43,9 @@ class Signer:
         }
         return jwt.encode(payload, self._key, algorithm=ALGORITHM), expires.replace(microsecond=0)
 
-    def verify(self, token: str, audience: str, *, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    def verify(
+        self, token: str, audience: str, *, required: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
