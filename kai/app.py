@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -15,6 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from kai import __version__
+from kai.agents import routes as agent_routes
+from kai.agents import socket as agent_socket
+from kai.agents.hosted import Supervisor
+from kai.agents.live import LiveAgents
+from kai.agents.protocol import Close
+from kai.agents.service import Registry
 from kai.auth import admin_routes
 from kai.auth import routes as auth_routes
 from kai.auth.audit import AuditLog
@@ -23,10 +30,11 @@ from kai.auth.mail import Outbox, mailer_for
 from kai.auth.passwords import Passwords
 from kai.auth.service import Identity
 from kai.auth.tokens import Signer
-from kai.config import Settings
+from kai.config import HostedAgent, Settings
 from kai.db import Database, migrate
 from kai.errors import KaiError, problem
 from kai.hub import Hub
+from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.ops import routes as ops_routes
 from kai.ratelimit import MemoryLimiter
@@ -68,12 +76,51 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         outbox=outbox,
         limiter=limiter,
     )
+    live = LiveAgents()
+    registry = Registry(settings, db=db, live=live)
     return Hub(
-        settings=settings, db=db, audit=audit, outbox=outbox, limiter=limiter, identity=identity
+        settings=settings,
+        db=db,
+        audit=audit,
+        outbox=outbox,
+        limiter=limiter,
+        identity=identity,
+        live=live,
+        agents=registry,
     )
 
 
+def hosted_agents(settings: Settings) -> list[HostedAgent]:
+    specs = list(settings.hosted_agents)
+    if settings.demo and not any(spec.name == "demo" for spec in specs):
+        specs.append(HostedAgent(name="demo", target="kai.demo:agent"))
+    return specs
+
+
+def local_ws_url(settings: Settings) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"ws://{host}:{settings.port}/ws/agent"
+
+
+def start_loops(hub: Hub) -> Loops:
+    loops = Loops()
+    settings = hub.settings
+    loops.start(
+        "presence-reaper", every=settings.agent_heartbeat_interval, work=hub.agents.expire_presence
+    )
+    retention = timedelta(days=settings.log_retention_days)
+    loops.start(
+        "log-retention",
+        every=min(3600.0, retention.total_seconds() / 4),
+        work=lambda: hub.agents.prune_logs(older_than=retention),
+    )
+    return loops
+
+
 async def close_hub(hub: Hub) -> None:
+    for live in hub.live.all():
+        await live.close(Close.GOING_AWAY, "Hub shutting down")
     await hub.audit.close()
     await hub.outbox.drain()
     await hub.db.dispose()
@@ -88,10 +135,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = await build_hub(settings)
         hub.audit.start()
         app.state.hub = hub  # for tools and tests; requests use the lifespan state
+        loops = start_loops(hub)
+        supervisor = Supervisor(hub.db, hub.agents, hub_url=local_ws_url(settings))
         try:
             await ensure_first_admin(hub)
+            await supervisor.start(hosted_agents(settings))
+            app.state.supervisor = supervisor
             yield {"hub": hub}
         finally:
+            await supervisor.stop()
+            await loops.stop()
             await close_hub(hub)
 
     app = FastAPI(
@@ -106,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(agent_routes.router)
+    app.include_router(agent_socket.router)
     return app
 
 

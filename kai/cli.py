@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -13,6 +14,9 @@ from kai.auth import store
 from kai.auth.rbac import Role
 from kai.config import ConfigError, Settings
 from kai.errors import KaiError
+
+if TYPE_CHECKING:
+    from kai.hub import Hub
 
 T = TypeVar("T")
 
@@ -23,6 +27,10 @@ app = typer.Typer(
 )
 users = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 app.add_typer(users, name="users")
+agent_cli = typer.Typer(help="Run an agent process.", no_args_is_help=True)
+app.add_typer(agent_cli, name="agent")
+agents_cli = typer.Typer(help="Manage agents on the hub.", no_args_is_help=True)
+app.add_typer(agents_cli, name="agents")
 
 
 def _setup_logging(level: str) -> None:
@@ -44,6 +52,7 @@ def _settings() -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (KAI_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (KAI_PORT)")] = None,
+    demo: Annotated[bool, typer.Option(help="Also run the demo agent (KAI_DEMO)")] = False,
 ) -> None:
     """Run the hub (migrating the database first)."""
     import uvicorn
@@ -55,6 +64,8 @@ def serve(
         settings.host = host
     if port is not None:
         settings.port = port
+    if demo:
+        settings.demo = True
     _setup_logging(settings.log_level)
     try:
         settings.signing_key()
@@ -84,7 +95,7 @@ def migrate_command() -> None:
     typer.echo("kai: database is up to date")
 
 
-def _with_hub(work: Callable[..., Awaitable[T]]) -> T:
+def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
     from kai.app import build_hub, close_hub
 
     async def run() -> T:
@@ -120,10 +131,7 @@ def users_create(
     """Create an account (its email counts as verified)."""
     secret = _password(password)
 
-    async def work(hub: object) -> str:
-        from kai.hub import Hub
-
-        assert isinstance(hub, Hub)
+    async def work(hub: Hub) -> str:
         async with hub.db.session() as session:
             user = await hub.identity.create_user(
                 session, email=email.strip().lower(), password=secret, role=role, name=name
@@ -141,10 +149,7 @@ def users_set_role(
 ) -> None:
     """Change an account's role; it applies to the account's next request."""
 
-    async def work(hub: object) -> None:
-        from kai.hub import Hub
-
-        assert isinstance(hub, Hub)
+    async def work(hub: Hub) -> None:
         async with hub.db.session() as session:
             user = await store.user_by_email(session, email.strip().lower())
             if user is None:
@@ -164,10 +169,7 @@ def users_set_password(
     """Set an account's password; its open sessions end."""
     secret = _password(password)
 
-    async def work(hub: object) -> None:
-        from kai.hub import Hub
-
-        assert isinstance(hub, Hub)
+    async def work(hub: Hub) -> None:
         async with hub.db.session() as session:
             user = await store.user_by_email(session, email.strip().lower())
             if user is None:
@@ -177,6 +179,67 @@ def users_set_password(
 
     _with_hub(work)
     typer.echo(f"kai: password of {email} changed")
+
+
+@agent_cli.command("run")
+def agent_run(
+    target: Annotated[str, typer.Argument(help="module:attribute of a kai.sdk.Agent")],
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Hub WebSocket URL (repeat for fallbacks); KAI_AGENT_URL"),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KAI_AGENT_TOKEN", help="The agent's token")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="KAI_AGENT_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run an agent written with kai.sdk until it is stopped."""
+    import importlib
+    import os
+
+    from kai.sdk import Agent, AgentStopped
+
+    urls = url or [u for u in os.environ.get("KAI_AGENT_URL", "").split(",") if u]
+    if not urls:
+        urls = ["ws://127.0.0.1:8000/ws/agent"]
+    if not token:
+        typer.echo("kai: an agent token is needed (--token or KAI_AGENT_TOKEN)", err=True)
+        raise typer.Exit(2)
+    module_name, _, attribute = target.partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        typer.echo(f"kai: cannot load {target}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not isinstance(found, Agent):
+        typer.echo(f"kai: {target} is not a kai.sdk.Agent", err=True)
+        raise typer.Exit(2)
+    if os.environ.get("KAI_AGENT_LOG_CONSOLE", "1") != "0":
+        _setup_logging(log_level)
+    else:
+        logging.getLogger().setLevel(log_level.upper())
+    try:
+        found.run_forever(urls, token)
+    except AgentStopped as exc:
+        typer.echo(f"kai: the hub stopped this agent: {exc.code} {exc.reason}", err=True)
+        raise typer.Exit(3) from None
+
+
+@agents_cli.command("restore")
+def agents_restore(
+    archive: Annotated[Path, typer.Argument(help="A backup archive written on delete")],
+) -> None:
+    """Bring back a deleted agent from its backup (it returns offline, with its old token)."""
+
+    async def work(hub: Hub) -> str:
+        async with hub.db.session() as session:
+            agent = await hub.agents.restore(session, archive)
+            return f"{agent.name} ({agent.id})"
+
+    restored = _with_hub(work)
+    typer.echo(f"kai: restored agent {restored}")
 
 
 def main() -> None:

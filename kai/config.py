@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -51,6 +51,15 @@ def _split_list(value: object) -> object:
 CommaList = Annotated[list[str], NoDecode]
 
 
+class HostedAgent(BaseModel):
+    """A local agent process the hub starts, watches and stops (``KAI_HOSTED_AGENTS``, JSON)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    target: str = Field(pattern=r"^[\w.]+:[\w.]+$", description="module:attribute of the agent")
+    owner: str | None = Field(default=None, description="Owner's email; default: first admin")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     """Everything kai reads from its environment."""
 
@@ -87,6 +96,18 @@ class Settings(BaseSettings):
     audit_flush_interval: float = Field(default=0.5, gt=0)
     audit_batch_size: int = Field(default=500, gt=0)
 
+    agent_heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds")
+    agent_heartbeat_timeout: float = Field(
+        default=30.0, gt=0, description="Silence after which an agent is offline, s"
+    )
+    agent_restart_grace: float = Field(
+        default=60.0, gt=0, description="How long a restarting agent stays 'restarting', s"
+    )
+    agent_max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    log_retention_days: float = Field(default=7.0, gt=0)
+    hosted_agents: list[HostedAgent] = Field(default_factory=list)
+    demo: bool = Field(default=False, description="Run the demo agent as a hosted agent")
+
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
     log_level: str = "INFO"
@@ -102,6 +123,12 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _heartbeats(self) -> Settings:
+        if self.agent_heartbeat_timeout <= self.agent_heartbeat_interval:
+            raise ValueError("agent_heartbeat_timeout must be longer than the heartbeat interval")
+        return self
 
     @cached_property
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from kai.agents.live import LiveAgents
+from kai.agents.service import Registry
 from kai.auth.audit import AuditLog
 from kai.auth.mail import Outbox
 from kai.auth.service import Identity
 from kai.config import Settings
-from kai.db import Database
+from kai.db import Database, new_id
 from kai.ratelimit import Limiter
 
 
@@ -22,6 +24,9 @@ class Hub:
     outbox: Outbox
     limiter: Limiter
     identity: Identity
+    live: LiveAgents
+    agents: Registry
+    node_id: str = field(default_factory=new_id)
 
 
 def hub_of(connection: HTTPConnection) -> Hub:

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kai.errors import problem
@@ -17,8 +18,15 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """A body outgrew the limit while being read.
+
+    An HTTP error, because FastAPI turns any other error met while reading a body into a 400;
+    this one it re-raises, so the problem handler answers 413.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body is larger than {limit} bytes")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -91,7 +99,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         try:
@@ -105,6 +113,7 @@ class RequestGuard:
                 scope["method"],
                 scope["path"],
                 exchange.request_id,
+                extra={"request_id": exchange.request_id},
             )
             if not exchange.started:
                 await exchange.problem(500, "Internal server error", with_id=True)
@@ -114,6 +123,10 @@ class RequestGuard:
         return f"Request body is larger than {self.max_body} bytes"
 
     def _refuse(self, scope: Scope) -> tuple[int, str] | None:
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+            # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query.
+            return 400, "Request URL contains a NUL character"
         length = _header(scope, b"content-length")
         if length is not None:
             try:

@@ -25,7 +25,8 @@ router = APIRouter(tags=["admin"])
 
 Admin = Annotated[Principal, Require("system:admin")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Rows per page (at most 500)")]
-Offset = Annotated[int, Query(ge=0, description="Rows to skip")]
+# Bounded so that no offset overflows a database integer.
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")]
 
 
 @router.get("/api/users", responses=errors(401, 403, 422))

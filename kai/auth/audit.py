@@ -113,14 +113,22 @@ class AuditLog:
             {
                 "timestamp": e.timestamp,
                 "kind": e.kind,
-                "user_id": e.user_id,
-                "permission": e.permission,
-                "resource": e.resource[:400] if e.resource else None,
+                "user_id": _text(e.user_id, 36),
+                "permission": _text(e.permission, 60) or "",
+                "resource": _text(e.resource, 400),
                 "granted": e.granted,
-                "client_ip": e.client_ip,
-                "detail": e.detail,
+                "client_ip": _text(e.client_ip, 64),
+                "detail": _text(e.detail, None),
             }
             for e in batch
         ]
         async with self._db.session() as session:
             await session.execute(insert(AuditEvent), rows)
+
+
+def _text(value: str | None, limit: int | None) -> str | None:
+    """A value the column takes on every backend: a batch that can never be written would
+    hold back every entry after it, so NULs go (PostgreSQL refuses them) and length is capped."""
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]

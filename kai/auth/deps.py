@@ -31,7 +31,9 @@ async def db_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSessio
         yield session
 
 
-DbSession = Annotated[AsyncSession, Depends(db_session)]
+# Scoped to the route function, so the commit happens before the answer is sent: a client
+# that has its answer can rely on what it says (a new account, a dead session).
+DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 def client_ip(request: Request, hub: Hub) -> str | None:
@@ -63,12 +65,14 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from /api/au
 async def current_principal(
     request: Request,
     hub: HubDep,
-    session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(SESSION_INVALID)
-    principal = await hub.identity.authenticate(session, credentials.credentials)
+    # A short read of its own: the request's unit of work (and, on SQLite, its write lock)
+    # starts only when the route needs it, so a route that waits holds no lock.
+    async with hub.db.session(write=False) as session:
+        principal = await hub.identity.authenticate(session, credentials.credentials)
     request.state.principal = principal
     return principal
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 from kai.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from kai.auth.rbac import Role
@@ -13,7 +13,18 @@ from kai.schemas import Body, Page, Wire
 
 Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)]
 AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _no_control_characters(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no name needs a control character.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)
+]
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 

@@ -19,6 +19,11 @@ async def user_by_id(session: AsyncSession, user_id: str) -> User | None:
     return await session.get(User, user_id)
 
 
+async def first_with_role(session: AsyncSession, role: str) -> User | None:
+    query = select(User).where(User.role == role, User.disabled.is_(False))
+    return await session.scalar(query.order_by(User.created_at).limit(1))
+
+
 async def count_users(session: AsyncSession) -> int:
     return await session.scalar(select(func.count()).select_from(User)) or 0
 

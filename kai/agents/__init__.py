@@ -1,0 +1,1 @@
+"""Agents: the registry, the agent connection, logs, restart, delete and backup."""

@@ -1,0 +1,101 @@
+"""Agent backups: one gzip'd JSON archive per deleted agent, and the way back."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.agents import store
+from kai.agents.models import Agent, AgentLog
+from kai.auth import store as users
+from kai.db import Base, utcnow
+from kai.errors import BadRequest, Conflict
+
+FORMAT: Final = "kai-agent-backup"
+VERSION: Final = 1
+
+
+def _row(obj: Base) -> dict[str, Any]:
+    values = {}
+    for column in inspect(type(obj)).columns:
+        value = getattr(obj, column.key)
+        values[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return values
+
+
+def write(directory: Path, *, agent: Agent, logs: Sequence[AgentLog]) -> str:
+    """Write the archive (mode 0600) and return its id, the file name without suffix."""
+    directory.mkdir(parents=True, exist_ok=True)
+    backup_id = f"{agent.id}-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "createdAt": utcnow().isoformat(),
+        "agent": _row(agent),
+        "logs": [_row(log) for log in logs],
+    }
+    path = directory / f"{backup_id}.json.gz"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as handle:
+        handle.write(json.dumps(document, default=str).encode())
+        raw.flush()
+        os.fsync(raw.fileno())
+    return backup_id
+
+
+def read(path: Path) -> dict[str, Any]:
+    try:
+        with gzip.open(path, "rb") as handle:
+            document: dict[str, Any] = json.loads(handle.read())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"Not a readable agent backup: {type(exc).__name__}") from None
+    if document.get("format") != FORMAT or document.get("version") != VERSION:
+        raise BadRequest("Not a kai agent backup of a version this hub knows")
+    return document
+
+
+def _columns(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
+    result = {}
+    for column in inspect(model).columns:
+        if column.key not in values:
+            continue
+        value = values[column.key]
+        if value is not None and column.type.python_type is datetime:
+            value = datetime.fromisoformat(value)
+        result[column.key] = value
+    return result
+
+
+async def restore(session: AsyncSession, document: dict[str, Any]) -> Agent:
+    """Insert the archived agent and its logs; it comes back offline, with its old token."""
+    values = _columns(Agent, document["agent"])
+    if await store.get(session, values["id"]) is not None:
+        raise Conflict("An agent with this id exists already")
+    if await store.by_token_hash(session, values["token_hash"]) is not None:
+        raise Conflict("An agent with this token exists already")
+    if await users.user_by_id(session, values["owner_id"]) is None:
+        raise Conflict("The agent's owner no longer exists")
+    values.update(
+        status="offline",
+        health="unknown",
+        presence_expires_at=None,
+        node_id=None,
+        connection_id=None,
+        connected_at=None,
+    )
+    agent = Agent(**values)
+    session.add(agent)
+    await session.flush()
+    logs = [_columns(AgentLog, log) for log in document.get("logs", [])]
+    for log in logs:
+        log.pop("id", None)
+    await store.add_logs(session, logs)
+    return agent

@@ -1,0 +1,193 @@
+"""Hosted agents: local agent processes the hub starts, watches, restarts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kai.agents import store
+from kai.agents.service import Registry
+from kai.auth import store as users
+from kai.auth.rbac import Role
+from kai.config import HostedAgent
+from kai.db import Database, utcnow
+
+log = logging.getLogger("kai.agents.hosted")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0  # a process that ran this long restarts without backoff
+STOP_GRACE = 5.0
+OUTPUT_FLUSH = 0.5
+
+
+@dataclass
+class Hosted:
+    spec: HostedAgent
+    agent_id: str
+    token: str
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Keeps each configured agent process running for as long as the hub runs."""
+
+    def __init__(self, db: Database, registry: Registry, *, hub_url: str) -> None:
+        self.db = db
+        self.registry = registry
+        self.hub_url = hub_url
+        self.hosted: dict[str, Hosted] = {}
+        self._stopping = asyncio.Event()
+        self._output: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self, specs: list[HostedAgent]) -> None:
+        for spec in specs:
+            agent_id, token = await self._enroll(spec)
+            hosted = Hosted(spec, agent_id, token)
+            hosted.task = asyncio.create_task(self._keep(hosted), name=f"kai-hosted-{spec.name}")
+            self.hosted[spec.name] = hosted
+        if specs:
+            self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def _enroll(self, spec: HostedAgent) -> tuple[str, str]:
+        """The agent's record (created on first start) with a fresh token for this run."""
+        async with self.db.session() as session:
+            owner = await (
+                users.user_by_email(session, spec.owner.lower())
+                if spec.owner
+                else users.first_with_role(session, Role.ADMIN)
+            )
+            if owner is None:
+                raise RuntimeError(f"hosted agent {spec.name}: owner {spec.owner} not found")
+            agent = await store.by_owner_and_name(session, owner.id, spec.name)
+            if agent is None:
+                agent, token = await self.registry.create(
+                    session,
+                    owner_id=owner.id,
+                    name=spec.name,
+                    description=f"Hosted by the hub: {spec.target}",
+                    type="hosted",
+                    config={"target": spec.target},
+                )
+            else:
+                token, _ = await self.registry.rotate_token(session, agent)
+            return agent.id, token
+
+    async def _keep(self, hosted: Hosted) -> None:
+        delay = BACKOFF_FIRST
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = await self._run_once(hosted)
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - started
+            delay = BACKOFF_FIRST if ran >= STABLE_AFTER else min(BACKOFF_MAX, delay * 2)
+            self._capture(
+                hosted,
+                "stderr",
+                f"agent process exited with {code}; restarting in {delay:.0f}s",
+                level="WARNING",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _run_once(self, hosted: Hosted) -> int:
+        env = {
+            **os.environ,
+            **hosted.spec.env,
+            "KAI_AGENT_TOKEN": hosted.token,
+            "KAI_AGENT_URL": self.hub_url,
+            "KAI_AGENT_LOG_CONSOLE": "0",  # records reach the hub through the SDK's bridge
+            "PYTHONUNBUFFERED": "1",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kai",
+            "agent",
+            "run",
+            hosted.spec.target,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        hosted.process = process
+        hosted.starts += 1
+        log.info("hosted agent %s started (pid %s)", hosted.spec.name, process.pid)
+        assert process.stdout is not None
+        assert process.stderr is not None
+        await asyncio.gather(
+            self._pump(hosted, process.stdout, "stdout"),
+            self._pump(hosted, process.stderr, "stderr"),
+        )
+        return await process.wait()
+
+    async def _pump(self, hosted: Hosted, stream: asyncio.StreamReader, source: str) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                self._capture(hosted, source, text)
+
+    def _capture(self, hosted: Hosted, source: str, text: str, *, level: str | None = None) -> None:
+        level = level or ("INFO" if source == "stdout" else "WARNING")
+        now = utcnow()
+        self._output.append(
+            {
+                "agent_id": hosted.agent_id,
+                "timestamp": now,
+                "level_no": 20 if level == "INFO" else 30,
+                "level": level,
+                "message": text[:16_384],
+                "logger": f"hosted.{source}",
+                "source": source,
+                "extra": None,
+                "received_at": now,
+            }
+        )
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(OUTPUT_FLUSH)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        rows, self._output = self._output, []
+        if not rows:
+            return
+        try:
+            async with self.db.session() as session:
+                await store.add_logs(session, rows)
+        except Exception:
+            log.exception("hosted agents: %d output lines not stored", len(rows))
+
+    async def stop(self) -> None:
+        """Stop every process: SIGTERM, then SIGKILL after a grace period."""
+        self._stopping.set()
+        for hosted in self.hosted.values():
+            process = hosted.process
+            if process is not None and process.returncode is None:
+                process.terminate()
+        for hosted in self.hosted.values():
+            process = hosted.process
+            if process is not None:
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_GRACE)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+        tasks = [h.task for h in self.hosted.values() if h.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flush()

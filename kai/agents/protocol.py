@@ -1,0 +1,109 @@
+"""The agent protocol: the messages on ``/ws/agent`` and its close codes.
+
+Shared by the hub and the SDK; see docs/agent-protocol.md for the prose.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+PROTOCOL_VERSION: Final = 1
+MAX_LOG_BATCH: Final = 500
+MAX_LOG_MESSAGE: Final = 16_384
+
+
+class Close:
+    """WebSocket close codes on the agent connection and what the agent should do."""
+
+    NORMAL: Final = (
+        1000  # the hub or agent is done; an SDK reconnects only if it was not asked to stop
+    )
+    GOING_AWAY: Final = 1001  # the hub is shutting down: reconnect with backoff
+    AUTH_FAILED: Final = 1008  # bad or missing token: do not reconnect with the same token
+    TOO_BIG: Final = 1009  # a message over the size limit: fix the agent, then reconnect
+    SERVER_ERROR: Final = 1011  # the hub failed: reconnect with backoff
+    RESTART: Final = 1012  # the agent restarts on the hub's request (sent by the agent)
+    REPLACED: Final = 4000  # another connection with this token took over: stop
+    TOKEN_REVOKED: Final = 4001  # the token was rotated: stop
+    HEARTBEAT_TIMEOUT: Final = 4002  # nothing heard within the heartbeat timeout: reconnect
+    DELETED: Final = 4004  # the agent was deleted: stop
+    PROTOCOL_ERROR: Final = 4005  # the first message was not ``hello`` in time: fix, reconnect
+
+
+FINAL_CLOSE_CODES: Final = frozenset(
+    {Close.AUTH_FAILED, Close.REPLACED, Close.TOKEN_REVOKED, Close.DELETED}
+)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+Health = Literal["healthy", "degraded", "unhealthy"]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Hello(_Message):
+    """The agent's first message: who it is and what it can do."""
+
+    type: Literal["hello"]
+    name: Name
+    version: Annotated[str, Field(max_length=60)] = "0"
+    commands: Annotated[list[Name], Field(max_length=500)] = Field(default_factory=list)
+    task_types: Annotated[list[Name], Field(max_length=500)] = Field(default_factory=list)
+    streaming: bool = False
+    files: bool = False
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
+    sdk: Annotated[str | None, Field(max_length=60)] = None
+
+
+class AgentMetrics(_Message):
+    """Counters the agent keeps of its own work."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    commands_handled: Annotated[int, Field(ge=0)] = 0
+    commands_failed: Annotated[int, Field(ge=0)] = 0
+    tasks_handled: Annotated[int, Field(ge=0)] = 0
+    tasks_failed: Annotated[int, Field(ge=0)] = 0
+    handling_time_mean: Annotated[float | None, Field(ge=0)] = None
+    handling_time_p95: Annotated[float | None, Field(ge=0)] = None
+
+
+class Heartbeat(_Message):
+    type: Literal["heartbeat"]
+    health: Health | None = None
+    metrics: AgentMetrics | None = None
+
+
+class StatusReport(_Message):
+    type: Literal["status"]
+    status: Literal["online", "busy", "error"]
+    health: Health | None = None
+    message: Annotated[str | None, Field(max_length=500)] = None
+
+
+class LogRecord(_Message):
+    timestamp: datetime | None = None
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    message: Annotated[str, Field(max_length=MAX_LOG_MESSAGE)]
+    logger: Annotated[str | None, Field(max_length=200)] = None
+    extra: dict[str, Any] | None = None
+
+
+class LogBatch(_Message):
+    type: Literal["log"]
+    records: Annotated[list[LogRecord], Field(min_length=1, max_length=MAX_LOG_BATCH)]
+
+
+AgentMessage = Annotated[Hello | Heartbeat | StatusReport | LogBatch, Field(discriminator="type")]
+AGENT_MESSAGE: Final[TypeAdapter[Hello | Heartbeat | StatusReport | LogBatch]] = TypeAdapter(
+    AgentMessage
+)
+AGENT_MESSAGE_TYPES: Final = frozenset({"hello", "heartbeat", "status", "log"})
+
+LEVELS: Final = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

@@ -1,0 +1,260 @@
+"""The agent registry: create, read, update, rotate, restart, delete and restore agents.
+
+Routes own the transaction where there is one; ``restart`` owns its own short ones, because it
+waits for the agent and must not hold a database lock while it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.agents import backup, store
+from kai.agents.live import LiveAgents
+from kai.agents.models import Agent, AgentLog
+from kai.agents.protocol import Close
+from kai.auth.tokens import digest, new_secret
+from kai.config import Settings
+from kai.db import Database, after_commit, utcnow
+from kai.errors import Conflict, NotFound, ServiceUnavailable
+
+AGENT_NOT_FOUND = "Agent not found"
+TOKEN_PREFIX = "kai_agent_"
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is looking: an admin sees every agent, anyone else only their own."""
+
+    user_id: str
+    is_admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Restarted:
+    success: bool
+    previous_status: str
+    current_status: str
+    restart_time: float | None
+    restarted_at: datetime | None
+
+
+def new_agent_token() -> str:
+    return TOKEN_PREFIX + new_secret()
+
+
+def effective_status(agent: Agent, now: datetime) -> str:
+    """The status, unless the node that holds the agent stopped vouching for it."""
+    if agent.presence_expires_at is None or agent.presence_expires_at <= now:
+        return "offline"
+    return agent.status
+
+
+class Registry:
+    """Everything the hub does to agents on behalf of people."""
+
+    def __init__(self, settings: Settings, *, db: Database, live: LiveAgents) -> None:
+        self.settings = settings
+        self.db = db
+        self.live = live
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.settings.data_dir / "backups" / "agents"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def visible(self, session: AsyncSession, viewer: Viewer, agent_id: str) -> Agent:
+        """The agent, if ``viewer`` may see it; otherwise 404 (never 403: it might not exist)."""
+        agent = await store.get(session, agent_id)
+        if agent is None or (not viewer.is_admin and agent.owner_id != viewer.user_id):
+            raise NotFound(AGENT_NOT_FOUND)
+        return agent
+
+    async def list_visible(self, session: AsyncSession, viewer: Viewer) -> list[Agent]:
+        owner = None if viewer.is_admin else viewer.user_id
+        return list(await store.visible(session, owner_id=owner))
+
+    def view(self, agent: Agent, now: datetime | None = None) -> dict[str, Any]:
+        """The agent as the API shows it: its record enriched with live state."""
+        now = now or utcnow()
+        status = effective_status(agent, now)
+        online = status != "offline"
+        live = self.live.get(agent.id)
+        metrics = dict(agent.metrics or {})
+        metrics["reconnects"] = agent.reconnects
+        last_activity = agent.last_activity
+        if live is not None and live.ready:
+            unflushed_in, unflushed_out = live.unflushed()
+            metrics["messagesIn"] = metrics.get("messagesIn", 0) + unflushed_in
+            metrics["messagesOut"] = metrics.get("messagesOut", 0) + unflushed_out
+            last_activity = max(filter(None, (last_activity, live.last_activity)))
+        connected_at = agent.connected_at if online else None
+        return {
+            "id": agent.id,
+            "name": agent.name,
+            "description": agent.description,
+            "type": agent.type,
+            "config": agent.config or {},
+            "owner_id": agent.owner_id,
+            "created_at": agent.created_at,
+            "updated_at": agent.updated_at,
+            "status": status,
+            "health": agent.health if online else "unknown",
+            "metrics": metrics,
+            "capabilities": agent.capabilities or {},
+            "last_activity": last_activity,
+            "uptime": (now - connected_at).total_seconds() if connected_at else None,
+            "status_message": agent.status_message if online else None,
+            "status_changed_at": agent.status_changed_at,
+        }
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        session: AsyncSession,
+        *,
+        owner_id: str,
+        name: str,
+        description: str | None,
+        type: str,
+        config: dict[str, Any],
+    ) -> tuple[Agent, str]:
+        """A new agent and its token (shown once; only the hash is kept)."""
+        token = new_agent_token()
+        now = utcnow()
+        agent = Agent(
+            owner_id=owner_id,
+            name=name,
+            description=description,
+            type=type,
+            config=config,
+            token_hash=digest(token),
+            token_rotated_at=now,
+            status="offline",
+            health="unknown",
+            capabilities={},
+            metrics={},
+            created_at=now,
+            updated_at=now,
+            status_changed_at=now,
+        )
+        session.add(agent)
+        await session.flush()
+        return agent, token
+
+    async def update(
+        self, session: AsyncSession, agent: Agent, changes: dict[str, Any]
+    ) -> list[str]:
+        """Apply ``changes`` (name, description, type, config); returns the fields that changed."""
+        changed = [k for k, v in changes.items() if getattr(agent, k) != v]
+        for key in changed:
+            setattr(agent, key, changes[key])
+        if changed:
+            agent.updated_at = utcnow()
+            await session.flush()
+        return changed
+
+    async def rotate_token(self, session: AsyncSession, agent: Agent) -> tuple[str, datetime]:
+        """A new token for ``agent``; the old one stops working and its socket is closed."""
+        token = new_agent_token()
+        agent.token_hash = digest(token)
+        agent.token_rotated_at = agent.updated_at = utcnow()
+        await session.flush()
+        self._close_after_commit(session, agent.id, Close.TOKEN_REVOKED, "Token rotated")
+        return token, agent.token_rotated_at
+
+    async def delete(self, session: AsyncSession, agent: Agent, *, keep_backup: bool) -> str | None:
+        """Remove ``agent`` (after writing its backup, when asked); returns the backup's id."""
+        backup_id = None
+        if keep_backup:
+            logs = await store.all_logs(session, agent.id)
+            backup_id = await asyncio.to_thread(
+                backup.write, self.backup_dir, agent=agent, logs=logs
+            )
+        await store.remove(session, agent.id)
+        self._close_after_commit(session, agent.id, Close.DELETED, "Agent deleted")
+        return backup_id
+
+    def _close_after_commit(
+        self, session: AsyncSession, agent_id: str, code: int, reason: str
+    ) -> None:
+        def close() -> None:
+            live = self.live.get(agent_id)
+            if live is not None:
+                asyncio.get_running_loop().create_task(live.close(code, reason))
+
+        after_commit(session, close)
+
+    async def restart(
+        self, viewer: Viewer, agent_id: str, *, timeout: float, reason: str | None
+    ) -> Restarted:
+        """Ask the agent to restart and wait until it is back (or ``timeout`` runs out)."""
+        async with self.db.session(write=False) as session:
+            agent = await self.visible(session, viewer, agent_id)
+        previous = effective_status(agent, utcnow())
+        if previous == "offline":
+            raise Conflict("Agent is offline; only a connected agent can be restarted")
+        live = self.live.get(agent_id)
+        if live is None or not live.ready:
+            raise ServiceUnavailable("Agent is connected to another node of this hub")
+        started = time.monotonic()
+        waiter = self.live.expect_ready(agent_id)
+        live.restart_requested = True
+        async with self.db.session() as session:
+            await store.set_state(
+                session, agent_id, status="restarting", status_changed_at=utcnow()
+            )
+        await live.send({"type": "restart", "reason": reason or "requested"})
+        back = await self.live.wait(agent_id, waiter, timeout=timeout)
+        async with self.db.session(write=False) as session:
+            agent = await self.visible(session, viewer, agent_id)
+        current = effective_status(agent, utcnow())
+        if back is None:
+            return Restarted(False, previous, current, None, None)
+        return Restarted(True, previous, current, round(time.monotonic() - started, 3), utcnow())
+
+    async def restore(self, session: AsyncSession, archive: Path) -> Agent:
+        """Bring back a deleted agent from its backup archive."""
+        data = await asyncio.to_thread(backup.read, archive)
+        return await backup.restore(session, data)
+
+    async def logs(
+        self,
+        session: AsyncSession,
+        agent_id: str,
+        *,
+        start: datetime | None,
+        end: datetime | None,
+        min_level: int | None,
+        limit: int,
+        offset: int,
+        newest_first: bool,
+    ) -> tuple[Sequence[AgentLog], int]:
+        return await store.logs(
+            session,
+            agent_id,
+            start=start,
+            end=end,
+            min_level=min_level,
+            limit=limit,
+            offset=offset,
+            newest_first=newest_first,
+        )
+
+    async def expire_presence(self) -> list[str]:
+        """Mark offline the agents whose holding node stopped renewing their presence."""
+        async with self.db.session() as session:
+            return await store.expire_presence(session, utcnow())
+
+    async def prune_logs(self, *, older_than: timedelta) -> int:
+        async with self.db.session() as session:
+            return await store.prune_logs(session, utcnow() - older_than)

@@ -1,0 +1,314 @@
+"""``/ws/agent``: where agent processes connect, say hello, heartbeat, report and log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from kai.agents import store
+from kai.agents.live import LiveAgent
+from kai.agents.models import Agent
+from kai.agents.protocol import (
+    AGENT_MESSAGE,
+    LEVELS,
+    PROTOCOL_VERSION,
+    Close,
+    Heartbeat,
+    Hello,
+    LogBatch,
+    StatusReport,
+)
+from kai.auth.tokens import digest
+from kai.db import new_id, utcnow
+from kai.hub import Hub, hub_of
+
+log = logging.getLogger("kai.agents.socket")
+router = APIRouter()
+
+
+class SocketChannel:
+    """A Starlette WebSocket as the hub's channel to one agent."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._lock:
+            await self._ws.send_text(orjson.dumps(message).decode())
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        try:
+            await self._ws.close(code, reason)
+        except (RuntimeError, OSError):
+            pass  # the peer went first
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+@router.websocket("/ws/agent")
+async def agent_socket(websocket: WebSocket) -> None:
+    """An agent process connects here with its token (see docs/agent-protocol.md)."""
+    hub = hub_of(websocket)
+    token = _bearer(websocket)
+    agent = None
+    if token is not None:
+        async with hub.db.session(write=False) as session:
+            agent = await store.by_token_hash(session, digest(token))
+    client_ip = websocket.client.host if websocket.client else None
+    await websocket.accept()
+    if agent is None:
+        hub.audit.auth("agent_connect", ok=False, client_ip=client_ip, detail="bad token")
+        await websocket.close(Close.AUTH_FAILED, "Authentication failed")
+        return
+    hub.audit.auth(
+        "agent_connect",
+        ok=True,
+        user_id=agent.owner_id,
+        resource=f"agent:{agent.id}",
+        client_ip=client_ip,
+    )
+    await AgentConnection(hub, websocket, agent).run()
+
+
+class AgentConnection:
+    """One agent's socket, from welcome to close."""
+
+    def __init__(self, hub: Hub, websocket: WebSocket, agent: Agent) -> None:
+        self.hub = hub
+        self.ws = websocket
+        self.agent_id = agent.id
+        self.first_connection = agent.last_activity is None
+        self.live = LiveAgent(agent.id, new_id(), SocketChannel(websocket))
+        self.settings = hub.settings
+
+    async def run(self) -> None:
+        previous = self.hub.live.attach(self.live)
+        if previous is not None:
+            await previous.close(Close.REPLACED, "Replaced by a newer connection")
+        async with self.hub.db.session() as session:
+            await store.set_state(
+                session,
+                self.agent_id,
+                connection_id=self.live.connection_id,
+                node_id=self.hub.node_id,
+            )
+        close_code: int | None = None
+        try:
+            await self.live.send(
+                {
+                    "type": "welcome",
+                    "agentId": self.agent_id,
+                    "connectionId": self.live.connection_id,
+                    "protocolVersion": PROTOCOL_VERSION,
+                    "heartbeatInterval": self.settings.agent_heartbeat_interval,
+                    "heartbeatTimeout": self.settings.agent_heartbeat_timeout,
+                    "maxMessageBytes": self.settings.agent_max_message_bytes,
+                }
+            )
+            close_code = await self._receive_loop()
+        except WebSocketDisconnect as exc:
+            close_code = exc.code
+        except Exception:
+            log.exception("agent %s: connection failed", self.agent_id)
+            await self.live.close(Close.SERVER_ERROR, "Internal error")
+        finally:
+            self.hub.live.detach(self.live)
+            await self._went_away(close_code)
+
+    async def _receive_loop(self) -> int | None:
+        timeout = self.settings.agent_heartbeat_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout)
+            except TimeoutError:
+                code = Close.HEARTBEAT_TIMEOUT if self.live.ready else Close.PROTOCOL_ERROR
+                reason = "Heartbeat timeout" if self.live.ready else "No hello received"
+                await self.live.close(code, reason)
+                return code
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code", 1000))
+            self.live.messages_in += 1
+            self.live.last_activity = utcnow()
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await self._handle(raw)
+
+    async def _error(self, error: str, **details: Any) -> None:
+        await self.live.send({"type": "error", "error": error, **details})
+
+    async def _handle(self, raw: str | bytes) -> None:
+        if len(raw) > self.settings.agent_max_message_bytes:
+            await self._error("Message too large", limit=self.settings.agent_max_message_bytes)
+            return
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self._error("Invalid message format")
+            return
+        kind = data.get("type") if isinstance(data, dict) else None
+        try:
+            message = AGENT_MESSAGE.validate_python(data)
+        except ValidationError as exc:
+            if isinstance(kind, str) and kind not in {"hello", "heartbeat", "status", "log"}:
+                await self._error(f"Unknown message type: {kind[:60]}")
+            else:
+                problems = [
+                    {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                    for e in exc.errors()[:20]
+                ]
+                await self._error("Invalid message", details=problems)
+            return
+        if not self.live.ready and not isinstance(message, Hello):
+            await self._error("Send hello first")
+            return
+        try:
+            if isinstance(message, Hello):
+                await self._hello(message)
+            elif isinstance(message, Heartbeat):
+                await self._heartbeat(message)
+            elif isinstance(message, StatusReport):
+                await self._status(message)
+            elif isinstance(message, LogBatch):
+                await self._logs(message)
+        except Exception:
+            log.exception("agent %s: handling %s failed", self.agent_id, message.type)
+            await self._error("Message handling failed", details="internal error")
+
+    def _presence(self) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "last_activity": now,
+            "presence_expires_at": now + timedelta(seconds=self.settings.agent_heartbeat_timeout),
+        }
+
+    async def _hello(self, hello: Hello) -> None:
+        if self.live.ready:
+            await self._error("Hello was already received on this connection")
+            return
+        now = utcnow()
+        capabilities = hello.model_dump(by_alias=True, exclude={"type"})
+        async with self.hub.db.session() as session:
+            agent = await store.get(session, self.agent_id)
+            if agent is None:
+                return
+            reconnects = agent.reconnects + (0 if self.first_connection else 1)
+            updated = await store.set_state_if_connection(
+                session,
+                self.agent_id,
+                self.live.connection_id,
+                status="online",
+                health="healthy",
+                capabilities=capabilities,
+                connected_at=now,
+                status_changed_at=now,
+                status_message=None,
+                reconnects=reconnects,
+                **self._presence(),
+            )
+        if not updated:
+            return  # a newer connection took over meanwhile
+        self.first_connection = False
+        await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
+        self.hub.live.mark_ready(self.live)
+        log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
+
+    async def _heartbeat(self, beat: Heartbeat) -> None:
+        values = self._presence()
+        async with self.hub.db.session() as session:
+            agent = await store.get(session, self.agent_id)
+            if agent is None:
+                return
+            values["metrics"] = self._merged_metrics(agent, beat)
+            if beat.health is not None:
+                values["health"] = beat.health
+            await store.set_state_if_connection(
+                session, self.agent_id, self.live.connection_id, **values
+            )
+        await self.live.send({"type": "heartbeat_ack", "timestamp": utcnow()})
+
+    def _merged_metrics(self, agent: Agent, beat: Heartbeat | None) -> dict[str, Any]:
+        metrics = dict(agent.metrics or {})
+        add_in, add_out = self.live.take_counts()
+        metrics["messagesIn"] = metrics.get("messagesIn", 0) + add_in
+        metrics["messagesOut"] = metrics.get("messagesOut", 0) + add_out
+        if beat is not None and beat.metrics is not None:
+            metrics.update(beat.metrics.model_dump(by_alias=True))
+        return metrics
+
+    async def _status(self, report: StatusReport) -> None:
+        values: dict[str, Any] = {
+            "status": report.status,
+            "status_message": report.message,
+            "status_changed_at": utcnow(),
+            **self._presence(),
+        }
+        if report.health is not None:
+            values["health"] = report.health
+        async with self.hub.db.session() as session:
+            await store.set_state_if_connection(
+                session, self.agent_id, self.live.connection_id, **values
+            )
+
+    async def _logs(self, batch: LogBatch) -> None:
+        now = utcnow()
+        rows = [
+            {
+                "agent_id": self.agent_id,
+                "timestamp": record.timestamp or now,
+                "level_no": LEVELS[record.level],
+                "level": record.level,
+                "message": record.message,
+                "logger": record.logger,
+                "source": "agent",
+                "extra": record.extra,
+                "received_at": now,
+            }
+            for record in batch.records
+        ]
+        async with self.hub.db.session() as session:
+            await store.add_logs(session, rows)
+
+    async def _went_away(self, code: int | None) -> None:
+        """Record that this connection ended, unless a newer one already took over."""
+        now = utcnow()
+        if self.live.restart_requested and code in (Close.RESTART, Close.NORMAL, Close.GOING_AWAY):
+            values: dict[str, Any] = {
+                "status": "restarting",
+                "presence_expires_at": now + timedelta(seconds=self.settings.agent_restart_grace),
+            }
+        else:
+            values = {
+                "status": "offline",
+                "health": "unknown",
+                "presence_expires_at": None,
+                "connected_at": None,
+            }
+        try:
+            async with self.hub.db.session() as session:
+                agent = await store.get(session, self.agent_id)
+                if agent is None:
+                    return
+                values["metrics"] = self._merged_metrics(agent, None)
+                await store.set_state_if_connection(
+                    session,
+                    self.agent_id,
+                    self.live.connection_id,
+                    status_changed_at=now,
+                    **values,
+                )
+        except Exception:
+            log.exception("agent %s: could not record disconnect", self.agent_id)

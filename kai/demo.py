@@ -1,0 +1,82 @@
+"""The demo agent: deterministic, offline, and enough to try every part of kai.
+
+Run it yourself with ``kai agent run kai.demo:agent --url ws://127.0.0.1:8000/ws/agent
+--token TOKEN``; ``make run`` starts it as a hosted agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kai import __version__
+from kai.sdk import Agent, FileInfo, TaskContext
+
+log = logging.getLogger("kai.demo")
+
+agent = Agent("demo", version=__version__, max_concurrency=4)
+
+MAX_SLEEP = 60.0
+
+
+def _number(params: dict[str, Any], key: str, default: float, *, low: float, high: float) -> float:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number")
+    return min(high, max(low, float(value)))
+
+
+@agent.command("echo")
+async def echo(params: dict[str, Any]) -> dict[str, Any]:
+    """Answer with the parameters it was given."""
+    return params
+
+
+@agent.command("sleep")
+async def sleep(params: dict[str, Any]) -> dict[str, float]:
+    """Wait ``seconds`` (at most 60), then answer."""
+    seconds = _number(params, "seconds", 1.0, low=0.0, high=MAX_SLEEP)
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@agent.command("fail")
+async def fail(params: dict[str, Any]) -> None:
+    """Always fail, with ``message`` if given."""
+    raise RuntimeError(str(params.get("message") or "failed on purpose"))
+
+
+@agent.task("count")
+async def count(params: dict[str, Any], task: TaskContext) -> dict[str, int]:
+    """Count to ``steps`` (default 5), reporting progress at every step."""
+    steps = int(_number(params, "steps", 5, low=1, high=1000))
+    delay = _number(params, "delay", 0.2, low=0.0, high=10.0)
+    for step in range(1, steps + 1):
+        await asyncio.sleep(delay)
+        await task.progress(step / steps, f"step {step} of {steps}")
+    log.info("counted to %d for task %s", steps, task.task_id)
+    return {"counted": steps}
+
+
+@agent.prompt
+async def answer(
+    prompt: str, context: dict[str, Any], options: dict[str, Any]
+) -> AsyncIterator[str]:
+    """Stream a deterministic answer word by word."""
+    delay = _number(options, "delay", 0.05, low=0.0, high=2.0)
+    words = f"You asked: {prompt.strip() or '(nothing)'}. This is the demo agent answering.".split()
+    for i, word in enumerate(words):
+        await asyncio.sleep(delay)
+        yield word if i == 0 else " " + word
+
+
+@agent.on_file
+async def received(file: FileInfo) -> None:
+    log.info("received file %s (%d bytes)", file.filename, file.size)
+
+
+@agent.setup
+async def ready() -> None:
+    log.info("demo agent ready")
