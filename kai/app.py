@@ -36,6 +36,7 @@ from kai.errors import KaiError, problem
 from kai.hub import Hub
 from kai.loops import Loops
 from kai.middleware import RequestGuard
+from kai.openapi import problem_schema
 from kai.ops import routes as ops_routes
 from kai.ratelimit import MemoryLimiter
 
@@ -156,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestGuard, max_body=settings.max_body_bytes)
     _install_error_handlers(app)
+    _document_problems(app)
+
     app.include_router(ops_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
@@ -194,3 +197,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             detail = "Method not allowed on this route"
         return _problem_response(problem(exc.status_code, detail), dict(exc.headers or {}))
+
+
+def _document_problems(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problem_schema(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

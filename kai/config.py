@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     )
     agent_max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     log_retention_days: float = Field(default=7.0, gt=0)
+
+    event_window_count: int = Field(default=1000, gt=0, description="Events kept per agent")
+    event_window_age: float = Field(default=3600.0, gt=0, description="Seconds events are kept")
+    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    ws_rate_limit: int = Field(default=60, gt=0, description="Client messages per window")
+    ws_rate_window: float = Field(default=10.0, gt=0, description="Seconds")
+    ws_send_queue: int = Field(default=1000, gt=0, description="Messages queued per client")
+    ws_ping_interval: float = Field(default=20.0, gt=0, description="Keepalive pings, s")
+
     hosted_agents: list[HostedAgent] = Field(default_factory=list)
     demo: bool = Field(default=False, description="Run the demo agent as a hosted agent")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +24,12 @@ from sqlalchemy.types import TypeDecorator
 from kai.errors import KaiError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# aiosqlite logs every statement with its parameters (password hashes among them) at DEBUG.
+# Like SQLAlchemy with its own logger, keep it quiet unless someone sets its level by name.
+_driver_log = logging.getLogger("aiosqlite")
+if _driver_log.level == logging.NOTSET:
+    _driver_log.setLevel(logging.INFO)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -72,6 +79,9 @@ def id_column_type() -> String:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; on SQLite: WAL, synchronous=FULL, foreign keys, explicit BEGINs."""
     parsed = make_url(url)
+    # A failed statement's parameters (a password hash, a token digest) never reach a log.
+    kwargs.setdefault("hide_parameters", True)
+
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(url, **kwargs)

@@ -35,3 +35,28 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         }
         for code in sorted(set(codes))
     }
+
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def problem_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a generated schema so every error is documented as it is sent: problem+json.
+
+    FastAPI documents a route's errors under ``application/json`` and its validation errors in
+    its own shape; kai answers every error as ``application/problem+json`` with ``Problem``.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["Problem"].pop("$defs", None)
+    components["FieldProblem"] = FieldProblem.model_json_schema()
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for code, response in operation.get("responses", {}).items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {"application/problem+json": {"schema": PROBLEM_REF}}
+                    if int(code) == 422:
+                        response["description"] = "Invalid request"
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +49,44 @@ class MemoryLimiter:
         full = [k for k, (t, s) in self._buckets.items() if t + (now - s) * rate >= capacity]
         for key in full:
             del self._buckets[key]
+
+
+# KEYS: bucket. ARGV: capacity, refill per ms, ttl ms. The clock is Redis's own.
+# Returns {allowed (0/1), ms until one token}.
+_TAKE = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 't', 's')
+local tokens = tonumber(state[1]) or capacity
+local stamp = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - stamp) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 's', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {allowed, wait}
+"""
+
+
+class RedisLimiter:
+    """Buckets in Redis, shared by every node; the clock is Redis's own."""
+
+    def __init__(self, client: Any, *, prefix: str = "kai:bucket:") -> None:
+        self._redis = client
+        self._take = client.register_script(_TAKE)
+        self._prefix = prefix
+
+    async def hit(self, key: str, *, capacity: int, per: float) -> Verdict:
+        allowed, wait_ms = await self._take(
+            keys=[self._prefix + key],
+            args=[capacity, capacity / (per * 1000), int(per * 1000) + 1000],
+        )
+        return Verdict(bool(allowed), int(wait_ms) / 1000)

@@ -10,7 +10,10 @@ from pydantic.alias_generators import to_camel
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time is out of range") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -158,14 +159,29 @@ class Running:
         return hub
 
 
-@pytest.fixture
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    """The hub, started with its lifespan, behind an in-process HTTP client."""
-    app = create_app(settings)
+@asynccontextmanager
+async def serve_app(app: FastAPI) -> AsyncIterator[Running]:
+    """Start ``app`` with its lifespan, behind an in-process HTTP client; stop it on exit."""
     async with LifespanManager(app, startup_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Running(app, client)
+
+
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[Running]]
+
+
+@pytest.fixture
+def serve() -> Serve:
+    """Start an app of the test's own making (custom settings, extra routes) like ``running``."""
+    return serve_app
+
+
+@pytest.fixture
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """The hub, started with its lifespan, behind an in-process HTTP client."""
+    async with serve_app(create_app(settings)) as started:
+        yield started
 
 
 @pytest.fixture

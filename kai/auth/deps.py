@@ -42,7 +42,9 @@ def client_ip(request: Request, hub: Hub) -> str | None:
     networks = hub.settings.proxy_networks
     if peer is None or not networks:
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    # Several header lines are one list (a proxy may add its own line below the client's).
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for address in [peer, *reversed(hops)]:
         try:
             ip = ipaddress.ip_address(address)

@@ -40,8 +40,12 @@ async def list_users(
     if role:
         where.append(User.role == role)
     if query:
-        pattern = f"%{query.lower()}%"
-        where.append(User.email.like(pattern) | func.lower(User.name).like(pattern))
+        # autoescape: a % or _ in the query is a character to find, not a wildcard.
+        needle = query.lower()
+        where.append(
+            User.email.contains(needle, autoescape=True)
+            | func.lower(User.name).contains(needle, autoescape=True)
+        )
     total = await session.scalar(select(func.count()).select_from(User).where(*where)) or 0
     rows = await session.scalars(
         select(User).where(*where).order_by(User.created_at, User.id).limit(limit).offset(offset)
