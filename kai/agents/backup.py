@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kai.agents import store
 from kai.agents.models import Agent, AgentLog
 from kai.auth import store as users
-from kai.db import Base, utcnow
+from kai.db import Base, UTCDateTime, utcnow
 from kai.errors import BadRequest, Conflict
 
 FORMAT: Final = "kai-agent-backup"
@@ -68,7 +68,8 @@ def _columns(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
         if column.key not in values:
             continue
         value = values[column.key]
-        if value is not None and column.type.python_type is datetime:
+        # UTCDateTime's python_type says ``object``: recognise the column by its type instead.
+        if value is not None and isinstance(column.type, UTCDateTime):
             value = datetime.fromisoformat(value)
         result[column.key] = value
     return result

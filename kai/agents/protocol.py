@@ -5,10 +5,10 @@ Shared by the hub and the SDK; see docs/agent-protocol.md for the prose.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 PROTOCOL_VERSION: Final = 1
@@ -37,6 +37,14 @@ class Close:
 FINAL_CLOSE_CODES: Final = frozenset(
     {Close.AUTH_FAILED, Close.REPLACED, Close.TOKEN_REVOKED, Close.DELETED}
 )
+
+
+def _without_nul(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL (SQLite's can): store the same on both.
+    return value.replace("\x00", "\ufffd")
+
+
+Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 class _Message(BaseModel):
@@ -84,14 +92,24 @@ class StatusReport(_Message):
     type: Literal["status"]
     status: Literal["online", "busy", "error"]
     health: Health | None = None
-    message: Annotated[str | None, Field(max_length=500)] = None
+    message: Annotated[Text, Field(max_length=500)] | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    """A time without an offset is UTC; one that UTC cannot hold is refused."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range") from None
 
 
 class LogRecord(_Message):
-    timestamp: datetime | None = None
+    timestamp: Annotated[datetime, AfterValidator(_utc)] | None = None
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    message: Annotated[str, Field(max_length=MAX_LOG_MESSAGE)]
-    logger: Annotated[str | None, Field(max_length=200)] = None
+    message: Annotated[Text, Field(max_length=MAX_LOG_MESSAGE)]
+    logger: Annotated[Text, Field(max_length=200)] | None = None
     extra: dict[str, Any] | None = None
 
 

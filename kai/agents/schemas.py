@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from kai.schemas import Body, Page, Wire
 
@@ -14,10 +14,28 @@ AgentHealth = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Config = Annotated[dict[str, Any], Field(description="Free-form configuration for the agent")]
 
 
+def _no_control_characters(value: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no name needs a control character.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
+Kind = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_no_control_characters)]
+Description = Annotated[str, Field(max_length=4000), AfterValidator(_no_nul)]
+
+
 class AgentData(Body):
-    name: Annotated[str, Field(min_length=1, max_length=200, examples=["summarizer"])]
-    description: Annotated[str | None, Field(max_length=4000)] = None
-    type: Annotated[str, Field(min_length=1, max_length=60, examples=["llm"])] = "generic"
+    name: Annotated[Name, Field(examples=["summarizer"])]
+    description: Description | None = None
+    type: Annotated[Kind, Field(examples=["llm"])] = "generic"
     config: Config = Field(default_factory=dict)
 
 
@@ -26,9 +44,9 @@ class CreateAgentRequest(Body):
 
 
 class AgentUpdates(Body):
-    name: Annotated[str | None, Field(min_length=1, max_length=200)] = None
-    description: Annotated[str | None, Field(max_length=4000)] = None
-    type: Annotated[str | None, Field(min_length=1, max_length=60)] = None
+    name: Name | None = None
+    description: Description | None = None
+    type: Kind | None = None
     config: Config | None = None
 
 

@@ -143,15 +143,17 @@ class AgentConnection:
             self.live.messages_in += 1
             self.live.last_activity = utcnow()
             raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
+            if raw is None:  # the protocol speaks JSON in text frames only
+                await self._error("Invalid message format", details="Send JSON in text frames")
+                continue
             await self._handle(raw)
 
     async def _error(self, error: str, **details: Any) -> None:
         await self.live.send({"type": "error", "error": error, **details})
 
-    async def _handle(self, raw: str | bytes) -> None:
-        if len(raw) > self.settings.agent_max_message_bytes:
+    async def _handle(self, raw: str) -> None:
+        size = len(raw) if raw.isascii() else len(raw.encode())  # the limit is in bytes
+        if size > self.settings.agent_max_message_bytes:
             await self._error("Message too large", limit=self.settings.agent_max_message_bytes)
             return
         try:
@@ -184,6 +186,8 @@ class AgentConnection:
                 await self._status(message)
             elif isinstance(message, LogBatch):
                 await self._logs(message)
+        except WebSocketDisconnect:
+            raise  # the agent left while being answered: no failure of the handler
         except Exception:
             log.exception("agent %s: handling %s failed", self.agent_id, message.type)
             await self._error("Message handling failed", details="internal error")

@@ -262,7 +262,10 @@ class Agent:
 
     async def _serve(self, ws: ClientConnection) -> str:
         self._ws = ws
-        welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        try:
+            welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        except ConnectionClosed:
+            return self._closed(ws)  # a refused token (1008) closes before the welcome: stop
         if welcome.get("type") != "welcome":
             raise ConnectionError("the hub did not welcome this agent")
         self.agent_id = welcome["agentId"]
