@@ -21,6 +21,7 @@ from kai.agents import socket as agent_socket
 from kai.agents.hosted import Supervisor
 from kai.agents.live import LiveAgents
 from kai.agents.protocol import Close
+from kai.agents.relay import Relay
 from kai.agents.service import Registry
 from kai.auth import admin_routes
 from kai.auth import routes as auth_routes
@@ -31,14 +32,19 @@ from kai.auth.passwords import Passwords
 from kai.auth.service import Identity
 from kai.auth.tokens import Signer
 from kai.config import HostedAgent, Settings
-from kai.db import Database, migrate
+from kai.db import Database, migrate, new_id
 from kai.errors import KaiError, problem
 from kai.hub import Hub
 from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.openapi import problem_schema
 from kai.ops import routes as ops_routes
-from kai.ratelimit import MemoryLimiter
+from kai.ratelimit import Limiter, MemoryLimiter, RedisLimiter
+from kai.realtime import routes as realtime_routes
+from kai.realtime.broker import Broker, MemoryBroker, Window
+from kai.realtime.clients import Clients
+from kai.realtime.handlers import default_handlers
+from kai.realtime.redis_broker import RedisBroker
 
 log = logging.getLogger("kai")
 
@@ -64,7 +70,15 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         db, interval=settings.audit_flush_interval, batch_size=settings.audit_batch_size
     )
     outbox = Outbox(mailer_for(settings.smtp_url, sender=settings.mail_from))
-    limiter = MemoryLimiter()
+    node_id = new_id()
+    window = Window(count=settings.event_window_count, age=settings.event_window_age)
+    broker: Broker
+    limiter: Limiter
+    if settings.redis_url:
+        redis_broker = RedisBroker(settings.redis_url, node_id=node_id, window=window)
+        broker, limiter = redis_broker, RedisLimiter(redis_broker.redis)
+    else:
+        broker, limiter = MemoryBroker(node_id=node_id, window=window), MemoryLimiter()
     identity = Identity(
         settings,
         passwords=Passwords(
@@ -78,7 +92,10 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         limiter=limiter,
     )
     live = LiveAgents()
-    registry = Registry(settings, db=db, live=live)
+    relay = Relay(live, broker)
+    registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
+    clients = Clients()
+    identity.kicks = lambda message: relay.spawn(broker.broadcast({"op": "kick", **message}))
     return Hub(
         settings=settings,
         db=db,
@@ -88,7 +105,21 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         identity=identity,
         live=live,
         agents=registry,
+        broker=broker,
+        relay=relay,
+        clients=clients,
+        ws_handlers=default_handlers(),
+        ws_limiter=limiter,
+        node_id=node_id,
     )
+
+
+async def start_hub(hub: Hub) -> None:
+    """Start what runs in the background: the broker and the audit writer."""
+    hub.broker.on_message(hub.clients.on_broker_message)
+    hub.broker.on_message(hub.relay.on_broker_message)
+    await hub.broker.start()
+    hub.audit.start()
 
 
 def hosted_agents(settings: Settings) -> list[HostedAgent]:
@@ -120,8 +151,10 @@ def start_loops(hub: Hub) -> Loops:
 
 
 async def close_hub(hub: Hub) -> None:
+    hub.clients.close_all()
     for live in hub.live.all():
         await live.close(Close.GOING_AWAY, "Hub shutting down")
+    await hub.broker.close()
     await hub.audit.close()
     await hub.outbox.drain()
     await hub.db.dispose()
@@ -134,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         hub = await build_hub(settings)
-        hub.audit.start()
+        await start_hub(hub)
         app.state.hub = hub  # for tools and tests; requests use the lifespan state
         loops = start_loops(hub)
         supervisor = Supervisor(hub.db, hub.agents, hub_url=local_ws_url(settings))
@@ -164,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_routes.router)
     app.include_router(agent_routes.router)
     app.include_router(agent_socket.router)
+    app.include_router(realtime_routes.router)
     return app
 
 

@@ -78,6 +78,8 @@ def serve(
         port=settings.port,
         proxy_headers=False,  # kai reads X-Forwarded-For itself, from trusted proxies only
         ws_per_message_deflate=False,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_interval,
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from kai.agents.live import LiveAgents
+from kai.agents.relay import Relay
 from kai.agents.service import Registry
 from kai.auth.audit import AuditLog
 from kai.auth.mail import Outbox
@@ -14,6 +15,9 @@ from kai.auth.service import Identity
 from kai.config import Settings
 from kai.db import Database, new_id
 from kai.ratelimit import Limiter
+from kai.realtime.broker import Broker
+from kai.realtime.clients import Clients
+from kai.realtime.handlers import Handlers
 
 
 @dataclass(slots=True)
@@ -26,6 +30,11 @@ class Hub:
     identity: Identity
     live: LiveAgents
     agents: Registry
+    broker: Broker
+    relay: Relay
+    clients: Clients
+    ws_handlers: Handlers
+    ws_limiter: Limiter
     node_id: str = field(default_factory=new_id)
 
 

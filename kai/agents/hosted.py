@@ -147,7 +147,7 @@ class Supervisor:
                 "timestamp": now,
                 "level_no": 20 if level == "INFO" else 30,
                 "level": level,
-                "message": text[:16_384],
+                "message": text.replace("\x00", "\ufffd")[:16_384],
                 "logger": f"hosted.{source}",
                 "source": source,
                 "extra": None,
@@ -169,6 +169,9 @@ class Supervisor:
                 await store.add_logs(session, rows)
         except Exception:
             log.exception("hosted agents: %d output lines not stored", len(rows))
+            return
+        for agent_id in {row["agent_id"] for row in rows}:
+            await self.registry.relay.logs(agent_id, [r for r in rows if r["agent_id"] == agent_id])
 
     async def stop(self) -> None:
         """Stop every process: SIGTERM, then SIGKILL after a grace period."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -52,11 +51,10 @@ class LiveAgent:
 
 
 class LiveAgents:
-    """Which agents hold a socket on this node, and who waits for one to come back."""
+    """Which agents hold a socket on this node."""
 
     def __init__(self) -> None:
         self._live: dict[str, LiveAgent] = {}
-        self._waiters: dict[str, set[asyncio.Future[LiveAgent]]] = {}
 
     def __len__(self) -> int:
         return len(self._live)
@@ -81,29 +79,5 @@ class LiveAgents:
         return False
 
     def mark_ready(self, live: LiveAgent) -> None:
-        """The agent said hello on ``live``: wake whoever waits for it."""
+        """The agent said hello on ``live``."""
         live.ready = True
-        for waiter in self._waiters.pop(live.agent_id, set()):
-            if not waiter.done():
-                waiter.set_result(live)
-
-    def expect_ready(self, agent_id: str) -> asyncio.Future[LiveAgent]:
-        """A future for the agent's next connection to say hello (taken before asking)."""
-        waiter: asyncio.Future[LiveAgent] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(agent_id, set()).add(waiter)
-        return waiter
-
-    async def wait(
-        self, agent_id: str, waiter: asyncio.Future[LiveAgent], *, timeout: float
-    ) -> LiveAgent | None:
-        """Wait on ``waiter`` for up to ``timeout`` seconds; None if the agent is not back."""
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return None
-        finally:
-            waiters = self._waiters.get(agent_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[agent_id]

@@ -20,10 +20,13 @@ from kai.agents import backup, store
 from kai.agents.live import LiveAgents
 from kai.agents.models import Agent, AgentLog
 from kai.agents.protocol import Close
+from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
 from kai.config import Settings
 from kai.db import Database, after_commit, utcnow
-from kai.errors import Conflict, NotFound, ServiceUnavailable
+from kai.errors import Conflict, NotFound
+from kai.realtime.broker import Broker
+from kai.realtime.events import Event
 
 AGENT_NOT_FOUND = "Agent not found"
 TOKEN_PREFIX = "kai_agent_"
@@ -60,10 +63,14 @@ def effective_status(agent: Agent, now: datetime) -> str:
 class Registry:
     """Everything the hub does to agents on behalf of people."""
 
-    def __init__(self, settings: Settings, *, db: Database, live: LiveAgents) -> None:
+    def __init__(
+        self, settings: Settings, *, db: Database, live: LiveAgents, relay: Relay, broker: Broker
+    ) -> None:
         self.settings = settings
         self.db = db
         self.live = live
+        self.relay = relay
+        self.broker = broker
 
     @property
     def backup_dir(self) -> Path:
@@ -182,45 +189,112 @@ class Registry:
             )
         await store.remove(session, agent.id)
         self._close_after_commit(session, agent.id, Close.DELETED, "Agent deleted")
+        after_commit(session, lambda: self.relay.spawn(self._forget(agent.id)))
         return backup_id
+
+    async def _forget(self, agent_id: str) -> None:
+        """After a deletion: close every watcher's socket and drop the event log."""
+        await self.broker.broadcast(
+            {"op": "kick", "agentId": agent_id, "code": 4004, "reason": "Agent deleted"}
+        )
+        await self.broker.forget(agent_id)
 
     def _close_after_commit(
         self, session: AsyncSession, agent_id: str, code: int, reason: str
     ) -> None:
-        def close() -> None:
-            live = self.live.get(agent_id)
-            if live is not None:
-                asyncio.get_running_loop().create_task(live.close(code, reason))
-
-        after_commit(session, close)
+        after_commit(session, lambda: self.relay.close_soon(agent_id, code, reason))
 
     async def restart(
         self, viewer: Viewer, agent_id: str, *, timeout: float, reason: str | None
     ) -> Restarted:
-        """Ask the agent to restart and wait until it is back (or ``timeout`` runs out)."""
+        """Ask the agent to restart and wait until it is back (or ``timeout`` runs out).
+
+        The agent may come back on any node: what is awaited is its ``online`` event after the
+        ``restarting`` one, which every node sees.
+        """
         async with self.db.session(write=False) as session:
             agent = await self.visible(session, viewer, agent_id)
         previous = effective_status(agent, utcnow())
         if previous == "offline":
             raise Conflict("Agent is offline; only a connected agent can be restarted")
-        live = self.live.get(agent_id)
-        if live is None or not live.ready:
-            raise ServiceUnavailable("Agent is connected to another node of this hub")
+        back: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        restarting = False
+
+        def watch(event: Event) -> None:
+            nonlocal restarting
+            message = event.message
+            if message.get("type") != "status_update":
+                return
+            if message.get("status") == "restarting":
+                restarting = True
+            elif restarting and message.get("status") == "online" and not back.done():
+                back.set_result(None)
+
         started = time.monotonic()
-        waiter = self.live.expect_ready(agent_id)
-        live.restart_requested = True
-        async with self.db.session() as session:
-            await store.set_state(
-                session, agent_id, status="restarting", status_changed_at=utcnow()
+        await self.broker.subscribe(agent_id, watch)
+        try:
+            await self._set_status(agent_id, status="restarting", health=agent.health)
+            asked = await self.relay.deliver(
+                agent_id, {"type": "restart", "reason": reason or "requested"}, restart=True
             )
-        await live.send({"type": "restart", "reason": reason or "requested"})
-        back = await self.live.wait(agent_id, waiter, timeout=timeout)
+            if not asked:
+                await self._set_status(agent_id, status=previous, health=agent.health)
+                raise Conflict("Agent is not connected; only a connected agent can be restarted")
+            try:
+                await asyncio.wait_for(asyncio.shield(back), timeout)
+            except TimeoutError:
+                pass
+        finally:
+            await self.broker.unsubscribe(agent_id, watch)
+        if not back.done():
+            await self._give_up_restart(agent, previous)
         async with self.db.session(write=False) as session:
             agent = await self.visible(session, viewer, agent_id)
         current = effective_status(agent, utcnow())
-        if back is None:
+        if not back.done():
             return Restarted(False, previous, current, None, None)
         return Restarted(True, previous, current, round(time.monotonic() - started, 3), utcnow())
+
+    async def _set_status(self, agent_id: str, *, status: str, health: str) -> None:
+        now = utcnow()
+        async with self.db.session() as session:
+            await store.set_state(session, agent_id, status=status, status_changed_at=now)
+        await self.relay.status(agent_id, status=status, health=health, at=now)
+
+    async def _give_up_restart(self, agent: Agent, previous: str) -> None:
+        """An agent that kept its connection and ignored the restart is as it was before."""
+        if agent.connection_id is None:
+            return
+        now = utcnow()
+        async with self.db.session() as session:
+            kept = await store.set_state_if_connection(
+                session, agent.id, agent.connection_id, status=previous, status_changed_at=now
+            )
+        if kept and self.live.get(agent.id) is not None:
+            live = self.live.get(agent.id)
+            if live is not None:
+                live.restart_requested = False
+        if kept:
+            await self.relay.status(agent.id, status=previous, health=agent.health, at=now)
+
+    async def status_event(self, agent_id: str) -> dict[str, Any]:
+        """The agent's current status as a ``status_update`` body (for snapshots)."""
+        async with self.db.session(write=False) as session:
+            agent = await store.get(session, agent_id)
+        if agent is None:
+            return {
+                "status": "offline",
+                "health": "unknown",
+                "statusMessage": None,
+                "timestamp": utcnow(),
+            }
+        view = self.view(agent)
+        return {
+            "status": view["status"],
+            "health": view["health"],
+            "statusMessage": view["status_message"],
+            "timestamp": view["status_changed_at"],
+        }
 
     async def restore(self, session: AsyncSession, archive: Path) -> Agent:
         """Bring back a deleted agent from its backup archive."""
@@ -252,8 +326,12 @@ class Registry:
 
     async def expire_presence(self) -> list[str]:
         """Mark offline the agents whose holding node stopped renewing their presence."""
+        now = utcnow()
         async with self.db.session() as session:
-            return await store.expire_presence(session, utcnow())
+            expired = await store.expire_presence(session, now)
+        for agent_id in expired:
+            await self.relay.status(agent_id, status="offline", health="unknown", at=now)
+        return expired
 
     async def prune_logs(self, *, older_than: timedelta) -> int:
         async with self.db.session() as session:

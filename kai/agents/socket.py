@@ -226,6 +226,8 @@ class AgentConnection:
         if not updated:
             return  # a newer connection took over meanwhile
         self.first_connection = False
+        await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
+        await self.hub.relay.status(self.agent_id, status="online", health="healthy", at=now)
         await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
         self.hub.live.mark_ready(self.live)
         log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
@@ -239,8 +241,20 @@ class AgentConnection:
             values["metrics"] = self._merged_metrics(agent, beat)
             if beat.health is not None:
                 values["health"] = beat.health
-            await store.set_state_if_connection(
+            if agent.status == "offline":
+                # The reaper gave up on this connection a moment too early; it is alive.
+                values.update(status="online", status_changed_at=utcnow())
+            changed = "status" in values or values.get("health", agent.health) != agent.health
+            updated = await store.set_state_if_connection(
                 session, self.agent_id, self.live.connection_id, **values
+            )
+        await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
+        if updated and changed:
+            await self.hub.relay.status(
+                self.agent_id,
+                status=str(values.get("status", agent.status)),
+                health=str(values.get("health", agent.health)),
+                message=agent.status_message,
             )
         await self.live.send({"type": "heartbeat_ack", "timestamp": utcnow()})
 
@@ -263,8 +277,17 @@ class AgentConnection:
         if report.health is not None:
             values["health"] = report.health
         async with self.hub.db.session() as session:
-            await store.set_state_if_connection(
+            agent = await store.get(session, self.agent_id)
+            updated = agent is not None and await store.set_state_if_connection(
                 session, self.agent_id, self.live.connection_id, **values
+            )
+        if updated and agent is not None:
+            await self.hub.relay.status(
+                self.agent_id,
+                status=report.status,
+                health=report.health or agent.health,
+                message=report.message,
+                at=values["status_changed_at"],
             )
 
     async def _logs(self, batch: LogBatch) -> None:
@@ -285,6 +308,7 @@ class AgentConnection:
         ]
         async with self.hub.db.session() as session:
             await store.add_logs(session, rows)
+        await self.hub.relay.logs(self.agent_id, rows)
 
     async def _went_away(self, code: int | None) -> None:
         """Record that this connection ended, unless a newer one already took over."""
@@ -307,12 +331,20 @@ class AgentConnection:
                 if agent is None:
                     return
                 values["metrics"] = self._merged_metrics(agent, None)
-                await store.set_state_if_connection(
+                updated = await store.set_state_if_connection(
                     session,
                     self.agent_id,
                     self.live.connection_id,
                     status_changed_at=now,
                     **values,
+                )
+            if updated:
+                await self.hub.broker.clear_presence(self.agent_id)
+                await self.hub.relay.status(
+                    self.agent_id,
+                    status=values["status"],
+                    health=values.get("health", agent.health),
+                    at=now,
                 )
         except Exception:
             log.exception("agent %s: could not record disconnect", self.agent_id)

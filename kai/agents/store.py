@@ -66,8 +66,6 @@ async def expire_presence(session: AsyncSession, now: datetime) -> list[str]:
                 status="offline",
                 health="unknown",
                 presence_expires_at=None,
-                node_id=None,
-                connection_id=None,
                 status_changed_at=now,
             )
         )

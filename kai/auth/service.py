@@ -5,13 +5,15 @@ Callers own the transaction: these functions flush, never commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kai.auth import store
+from kai.auth import rbac, store
 from kai.auth.audit import AuditLog
 from kai.auth.mail import Mail, Outbox
 from kai.auth.models import MagicLink, RefreshToken, Session, User
@@ -87,6 +89,13 @@ class Identity:
         self.audit = audit
         self.outbox = outbox
         self.limiter = limiter
+        # Told which live sockets to close (a session or user): set by the hub to its broker.
+        self.kicks: Callable[[dict[str, Any]], None] | None = None
+
+    def _kick_after_commit(self, session: AsyncSession, **target: Any) -> None:
+        kicks = self.kicks
+        if kicks is not None:
+            after_commit(session, lambda: kicks(target))
 
     # -- registration and login -------------------------------------------------------------
 
@@ -211,6 +220,9 @@ class Identity:
         if held.spent_at is not None or not await store.spend_refresh_token(session, held.id, now):
             # A spent token came back: whoever holds it may be a thief. End the session.
             await store.revoke_session(session, held.session_id, reason="refresh_reuse", now=now)
+            self._kick_after_commit(
+                session, sessionId=held.session_id, code=4001, reason="Session ended"
+            )
             user_id = found[1].id if found else None
             self.audit.auth(
                 "refresh_reuse",
@@ -228,6 +240,9 @@ class Identity:
 
     async def logout(self, session: AsyncSession, principal: Principal, *, client: Client) -> None:
         await store.revoke_session(session, principal.session_id, reason="logout", now=utcnow())
+        self._kick_after_commit(
+            session, sessionId=principal.session_id, code=4001, reason="Session ended"
+        )
         self.audit.auth("logout", ok=True, user_id=principal.user_id, client_ip=client.ip)
 
     # -- magic links -------------------------------------------------------------------------
@@ -342,11 +357,14 @@ class Identity:
         if role is not None and role != user.role:
             user.role = role
             changed.append("role")
+            if not rbac.allowed(role, "agents:read"):
+                self._kick_after_commit(session, userId=user.id, code=4003, reason="Access revoked")
         if disabled is not None and disabled != user.disabled:
             user.disabled = disabled
             changed.append("disabled")
             if disabled:
                 await store.revoke_user_sessions(session, user.id, reason="disabled", now=utcnow())
+                self._kick_after_commit(session, userId=user.id, code=4001, reason="Session ended")
         if name is not None and name != user.name:
             user.name = name
             changed.append("name")
@@ -356,4 +374,5 @@ class Identity:
     async def set_password(self, session: AsyncSession, user: User, password: str) -> None:
         user.password_hash = await self.passwords.hash(password)
         await store.revoke_user_sessions(session, user.id, reason="password", now=utcnow())
+        self._kick_after_commit(session, userId=user.id, code=4001, reason="Session ended")
         await session.flush()

@@ -46,6 +46,13 @@ async def ready(hub: HubDep) -> Readiness:
     except Exception as exc:
         log.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unavailable"
+    if hub.settings.redis_url:
+        try:
+            await asyncio.wait_for(hub.broker.ping(), CHECK_TIMEOUT)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            log.warning("readiness: broker check failed: %s", type(exc).__name__)
+            checks["broker"] = "unavailable"
     if any(state != "ok" for state in checks.values()):
         raise ServiceUnavailable("Not ready", checks=checks)
     return Readiness(checks=checks)

@@ -52,7 +52,8 @@ async def test_restart_of_an_offline_agent_is_a_conflict(server: HubServer, peop
 
 
 async def test_restart_waits_no_longer_than_its_timeout(server: HubServer, people: People) -> None:
-    """An agent that never comes back: the route answers when ``options.timeout`` runs out."""
+    """An agent that ignores the restart: the route answers when ``options.timeout`` runs out,
+    and the agent, still connected, reads as it did before instead of `restarting` forever."""
     ann = await people.join("ann@example.com")
     created = await ann.create_agent()
     async with agent_socket(server.ws_url, created.token) as raw:
@@ -66,9 +67,10 @@ async def test_restart_waits_no_longer_than_its_timeout(server: HubServer, peopl
         body = response.json()
         assert body["success"] is False
         assert body["previousStatus"] == "online"
-        assert body["currentStatus"] == "restarting"
+        assert body["currentStatus"] == "online"
         assert body["restartTime"] is None
         assert (await raw.recv_type("restart"))["reason"] == "requested"
+        assert (await ann.agent(created.agent_id))["status"] == "online"
 
 
 async def test_rotating_the_token_cuts_off_the_old_one(

@@ -1,0 +1,117 @@
+"""The relay: messages to an agent's socket on whichever node holds it, and the events about
+the agent that every watcher sees."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from kai.agents.live import LiveAgents
+from kai.db import utcnow
+from kai.realtime.broker import Broker
+
+log = logging.getLogger("kai.agents.relay")
+
+
+class Relay:
+    def __init__(self, live: LiveAgents, broker: Broker) -> None:
+        self.live = live
+        self.broker = broker
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- to the agent ----------------------------------------------------------------------
+
+    async def deliver(
+        self, agent_id: str, message: dict[str, Any], *, restart: bool = False
+    ) -> bool:
+        """Send ``message`` to the agent's socket here or on its node; False if none holds it."""
+        if await self._deliver_here(agent_id, message, restart=restart):
+            return True
+        node = await self.broker.presence(agent_id)
+        if node is None or node == self.broker.node_id:
+            return False
+        await self.broker.send_to_node(
+            node, {"op": "agent_send", "agentId": agent_id, "message": message, "restart": restart}
+        )
+        return True
+
+    async def _deliver_here(self, agent_id: str, message: dict[str, Any], *, restart: bool) -> bool:
+        live = self.live.get(agent_id)
+        if live is None or not live.ready or live.closing:
+            return False
+        if restart:
+            live.restart_requested = True
+        await live.send(message)
+        return True
+
+    async def close(self, agent_id: str, code: int, reason: str) -> None:
+        """Close the agent's socket wherever it is."""
+        await self.broker.broadcast(
+            {"op": "agent_close", "agentId": agent_id, "code": code, "reason": reason}
+        )
+
+    def close_soon(self, agent_id: str, code: int, reason: str) -> None:
+        self.spawn(self.close(agent_id, code, reason))
+
+    def spawn(self, work: Any) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        agent_id = str(message.get("agentId"))
+        if op == "agent_send":
+            delivered = await self._deliver_here(
+                agent_id, dict(message["message"]), restart=bool(message.get("restart"))
+            )
+            if not delivered:
+                log.warning("agent %s: routed message arrived after the agent left", agent_id)
+        elif op == "agent_close":
+            live = self.live.get(agent_id)
+            if live is not None:
+                await live.close(int(message.get("code", 1000)), str(message.get("reason", "")))
+
+    # -- to the watchers -------------------------------------------------------------------
+
+    async def status(
+        self,
+        agent_id: str,
+        *,
+        status: str,
+        health: str,
+        message: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        await self.publish(
+            agent_id,
+            {
+                "type": "status_update",
+                "status": status,
+                "health": health,
+                "statusMessage": message,
+                "timestamp": at or utcnow(),
+            },
+        )
+
+    async def logs(self, agent_id: str, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            entry = {
+                "timestamp": row["timestamp"],
+                "level": row["level"],
+                "message": row["message"],
+                "logger": row["logger"],
+                "source": row["source"],
+                "extra": row["extra"],
+            }
+            await self.publish(agent_id, {"type": "log_stream", "entry": entry})
+
+    async def publish(self, agent_id: str, event: dict[str, Any]) -> None:
+        try:
+            await self.broker.publish(agent_id, event)
+        except Exception:
+            log.exception("agent %s: event %s not published", agent_id, event.get("type"))

@@ -1,0 +1,342 @@
+"""The broker across nodes, on Redis.
+
+Each agent's event log is a Redis stream whose entry ids are ``0-<seq>``; a Lua script numbers
+an event, appends it and publishes it in one step, so every node sees one order. Nodes fan out
+through pub/sub and fill any gap (a message lost while reconnecting, say) from the stream.
+When Redis is unreachable, events wait in order in this node's memory and go out once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from kai.db import utcnow
+from kai.realtime.broker import Handler, Listener, Replay, Window
+from kai.realtime.events import Event, dumps, new_epoch
+
+log = logging.getLogger("kai.realtime.redis")
+
+PREFIX = "kai:"
+CONTROL = f"{PREFIX}control"
+MAX_PENDING = 100_000
+MAX_CONNECTIONS = 100
+RETRY_EVERY = 0.5
+
+# KEYS: stream, seq, epoch, channel. ARGV: candidate epoch, JSON body without its closing
+# brace, wall-clock ms, max stream length.
+_PUBLISH = """
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+local seq = redis.call('INCR', KEYS[2])
+local data = ARGV[2] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '0-' .. seq, 'd', data, 't', ARGV[3])
+redis.call('PUBLISH', KEYS[4], data)
+return {seq, epoch}
+"""
+
+_CLEAR_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _keys(agent_id: str) -> tuple[str, str, str, str]:
+    base = f"{PREFIX}agent:{agent_id}"
+    return f"{base}:events", f"{base}:seq", f"{base}:epoch", f"{base}:live"
+
+
+class _Feed:
+    """This node's view of one agent's log: local listeners and the last seq delivered."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+        self.epoch: str | None = None
+        self.seq = 0
+        self.lock = asyncio.Lock()
+
+
+class RedisBroker:
+    def __init__(self, url: str, *, node_id: str, window: Window) -> None:
+        self.node_id = node_id
+        self.window = window
+        # A blocking pool: a burst of publishes waits for a connection instead of failing with
+        # MaxConnectionsError, which would send them to the outbox as if Redis were down.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=10,
+        )
+        self.redis = redis.Redis.from_pool(pool)
+        self._publish = self.redis.register_script(_PUBLISH)
+        self._clear = self.redis.register_script(_CLEAR_IF_MINE)
+        self._feeds: dict[str, _Feed] = {}
+        self._handlers: list[Handler] = []
+        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resubscribe = asyncio.Event()
+        self.connected = False
+
+    @property
+    def node_channel(self) -> str:
+        return f"{PREFIX}node:{self.node_id}"
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever(), name="kai-redis-reader")
+        self._flusher = asyncio.create_task(self._flush_forever(), name="kai-redis-outbox")
+
+    async def close(self) -> None:
+        for task in (self._reader, self._flusher):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._reader, self._flusher) if t), return_exceptions=True
+        )
+        with contextlib.suppress(Exception):
+            await self._drain_pending()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self.redis.aclose()
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    # -- the log -------------------------------------------------------------------------------
+
+    async def publish(self, agent_id: str, event: dict[str, Any]) -> Event | None:
+        if self._pending:
+            self._defer(agent_id, event)
+            return None
+        try:
+            return await self._append(agent_id, event)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "redis unavailable (%s); holding events until it is back", type(exc).__name__
+            )
+            self._defer(agent_id, event)
+            return None
+
+    def _defer(self, agent_id: str, event: dict[str, Any]) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            log.error("redis outbox full; the oldest held event was dropped")
+        event.setdefault("timestamp", utcnow())
+        self._pending.append((agent_id, event))
+
+    async def _append(self, agent_id: str, event: dict[str, Any]) -> Event:
+        body = dict(event)
+        body.setdefault("timestamp", utcnow())
+        body["agentId"] = agent_id
+        body.pop("seq", None)
+        body.pop("epoch", None)
+        prefix = dumps(body)[:-1]
+        now = time.time()
+        seq, epoch = await self._publish(
+            keys=list(_keys(agent_id)),
+            args=[new_epoch(), prefix, int(now * 1000), self.window.count],
+        )
+        epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        text = f'{prefix},"seq":{int(seq)},"epoch":"{epoch}"}}'
+        return Event(agent_id, int(seq), epoch, text, now)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_EVERY)
+            if self._pending:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._drain_pending()
+
+    async def _drain_pending(self) -> None:
+        while self._pending:
+            agent_id, event = self._pending[0]
+            await self._append(agent_id, event)
+            self._pending.popleft()
+        log.info("redis is back; held events sent")
+
+    async def head(self, agent_id: str) -> tuple[str, int]:
+        _, seq_key, epoch_key, _ = _keys(agent_id)
+        epoch, seq = await self.redis.mget(epoch_key, seq_key)
+        if epoch is None:
+            # No log yet: make its epoch now, so that replays agree with the first publish.
+            await self.redis.set(epoch_key, new_epoch(), nx=True)
+            epoch, seq = await self.redis.mget(epoch_key, seq_key)
+        return _text(epoch), int(seq or 0)
+
+    async def replay(self, agent_id: str, *, since: int, epoch: str | None) -> Replay:
+        current, head = await self.head(agent_id)
+        if (epoch is not None and epoch != current) or since > head:
+            return Replay(current, head, None)
+        if since == head:
+            return Replay(current, head, [])
+        if head - since > self.window.count:
+            # MAXLEN ~ trims in whole stream nodes and may keep more than the window: what
+            # the window promises must not depend on where those nodes happen to end.
+            return Replay(current, head, None)
+        events = await self._range(agent_id, since + 1, head)
+        oldest = time.time() - self.window.age
+        if not events or events[0].seq != since + 1 or events[0].at < oldest:
+            return Replay(current, head, None)
+        return Replay(current, head, events)
+
+    async def _range(self, agent_id: str, first: int, last: int) -> list[Event]:
+        stream = _keys(agent_id)[0]
+        rows: Any = await self.redis.xrange(stream, f"0-{first}", f"0-{last}")
+        events = []
+        for entry_id, fields in rows:
+            seq = int(_text(entry_id).split("-", 1)[1])
+            text = _text(fields[b"d"])
+            epoch = orjson.loads(text)["epoch"]
+            events.append(Event(agent_id, seq, epoch, text, int(_text(fields[b"t"])) / 1000))
+        return events
+
+    async def forget(self, agent_id: str) -> None:
+        await self.redis.delete(*_keys(agent_id)[:3])
+
+    # -- fan-out -------------------------------------------------------------------------------
+
+    async def subscribe(self, agent_id: str, listener: Listener) -> None:
+        feed = self._feeds.get(agent_id)
+        if feed is None:
+            feed = self._feeds[agent_id] = _Feed()
+            async with feed.lock:
+                await self._ensure_pubsub()
+                await self._pubsub.subscribe(_keys(agent_id)[3])
+                feed.epoch, feed.seq = await self.head(agent_id)
+        feed.listeners.append(listener)
+
+    async def unsubscribe(self, agent_id: str, listener: Listener) -> None:
+        feed = self._feeds.get(agent_id)
+        if feed is None or listener not in feed.listeners:
+            return
+        feed.listeners.remove(listener)
+        if not feed.listeners:
+            del self._feeds[agent_id]
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(_keys(agent_id)[3])
+
+    async def _ensure_pubsub(self) -> None:
+        if self._pubsub is None:
+            self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            await self._pubsub.subscribe(CONTROL, self.node_channel)
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._ensure_pubsub()
+                if not self.connected:
+                    await self._resync_feeds()
+                self.connected = True
+                delay = 0.1
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    await self._on_message(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("redis connection lost (%s); reconnecting", type(exc).__name__)
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    if self._pubsub is not None:
+                        await self._pubsub.aclose()
+                self._pubsub = None
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            except Exception:
+                log.exception("redis reader failed on a message")
+
+    async def _resync_feeds(self) -> None:
+        """After (re)connecting: listen to every feed again and deliver what was missed."""
+        for agent_id, feed in list(self._feeds.items()):
+            await self._pubsub.subscribe(_keys(agent_id)[3])
+            epoch, head = await self.head(agent_id)
+            async with feed.lock:
+                if epoch != feed.epoch:
+                    feed.epoch, feed.seq = epoch, 0
+                if head > feed.seq:
+                    await self._fill(agent_id, feed, head)
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        data: bytes = message["data"]
+        if channel in (CONTROL, self.node_channel):
+            self._dispatch(orjson.loads(data))
+            return
+        agent_id = channel[len(PREFIX) + len("agent:") :].rsplit(":", 1)[0]
+        feed = self._feeds.get(agent_id)
+        if feed is None:
+            return
+        body = orjson.loads(data)
+        event = Event(agent_id, int(body["seq"]), str(body["epoch"]), data.decode(), time.time())
+        async with feed.lock:
+            if event.epoch != feed.epoch:
+                feed.epoch, feed.seq = event.epoch, 0  # a new log: fill it from its start
+            if event.seq <= feed.seq:
+                return
+            if event.seq > feed.seq + 1:
+                await self._fill(agent_id, feed, event.seq - 1)
+            self._deliver(feed, event)
+
+    async def _fill(self, agent_id: str, feed: _Feed, last: int) -> None:
+        for event in await self._range(agent_id, feed.seq + 1, last):
+            if event.seq == feed.seq + 1:
+                self._deliver(feed, event)
+
+    @staticmethod
+    def _deliver(feed: _Feed, event: Event) -> None:
+        feed.seq = event.seq
+        feed.epoch = event.epoch
+        for listener in list(feed.listeners):
+            listener(event)
+
+    # -- presence and routing ------------------------------------------------------------------
+
+    async def set_presence(self, agent_id: str, *, ttl: float) -> None:
+        await self.redis.set(f"{PREFIX}presence:{agent_id}", self.node_id, px=int(ttl * 1000))
+
+    async def clear_presence(self, agent_id: str) -> None:
+        await self._clear(keys=[f"{PREFIX}presence:{agent_id}"], args=[self.node_id])
+
+    async def presence(self, agent_id: str) -> str | None:
+        value = await self.redis.get(f"{PREFIX}presence:{agent_id}")
+        return _text(value) if value is not None else None
+
+    async def send_to_node(self, node_id: str, message: dict[str, Any]) -> None:
+        await self.redis.publish(f"{PREFIX}node:{node_id}", orjson.dumps(message))
+
+    async def broadcast(self, message: dict[str, Any]) -> None:
+        await self.redis.publish(CONTROL, orjson.dumps(message))
+
+    def on_message(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        for handler in self._handlers:
+            task = asyncio.get_running_loop().create_task(handler(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,194 @@
+"""``/ws/agents/{agentId}``: people and apps watch (and later drive) one agent in real time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from kai.agents.service import Viewer
+from kai.auth import rbac
+from kai.auth.rbac import Role
+from kai.auth.service import Principal
+from kai.errors import KaiError
+from kai.hub import Hub, hub_of
+from kai.realtime.connection import ClientConnection, CloseCode, Who
+from kai.realtime.handlers import BadMessage
+
+log = logging.getLogger("kai.realtime")
+router = APIRouter()
+
+AUTH_TIMEOUT = 5.0
+
+
+def origin_allowed(hub: Hub, origin: str | None) -> bool:
+    """No Origin (not a browser), the hub's own origin, or one on the allow-list."""
+    if origin is None:
+        return True
+    allowed = hub.settings.ws_allowed_origins
+    if "*" in allowed or origin in allowed:
+        return True
+    own = urlsplit(hub.settings.base_url)
+    return origin == f"{own.scheme}://{own.netloc}"
+
+
+async def _first_message_token(websocket: WebSocket) -> str | None:
+    try:
+        message = await asyncio.wait_for(websocket.receive_text(), AUTH_TIMEOUT)
+        data = orjson.loads(message)
+    except (TimeoutError, WebSocketDisconnect, orjson.JSONDecodeError, RuntimeError, KeyError):
+        return None
+    if isinstance(data, dict) and data.get("type") == "auth" and isinstance(data.get("token"), str):
+        return str(data["token"])
+    return None
+
+
+async def _authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if bearer is None:
+        bearer = await _first_message_token(websocket)
+    if bearer is None:
+        return None
+    try:
+        async with hub.db.session(write=False) as session:
+            return await hub.identity.authenticate(session, bearer)
+    except KaiError:
+        return None
+
+
+async def _may_watch(hub: Hub, principal: Principal, agent_id: str, client_ip: str | None) -> bool:
+    granted = rbac.allowed(principal.role, "agents:read")
+    hub.audit.permission(
+        "agents:read",
+        granted=granted,
+        user_id=principal.user_id,
+        resource=f"WS /ws/agents/{agent_id}",
+        client_ip=client_ip,
+    )
+    if not granted:
+        return False
+    try:
+        async with hub.db.session(write=False) as session:
+            await hub.agents.visible(
+                session, Viewer(principal.user_id, principal.role == Role.ADMIN), agent_id
+            )
+    except KaiError:
+        return False
+    return True
+
+
+@router.websocket("/ws/agents/{agentId}")
+async def client_socket(websocket: WebSocket, agentId: str) -> None:
+    """Watch one agent: its status, logs and work, live and resumable (docs/websocket.md)."""
+    hub = hub_of(websocket)
+    settings = hub.settings
+    await websocket.accept()
+    if not origin_allowed(hub, websocket.headers.get("origin")):
+        await websocket.close(CloseCode.POLICY, "Origin not allowed")
+        return
+    principal = await _authenticate(hub, websocket)
+    client_ip = websocket.client.host if websocket.client else None
+    if principal is None:
+        hub.audit.auth("ws_connect", ok=False, client_ip=client_ip, resource=f"agent:{agentId}")
+        await websocket.close(CloseCode.POLICY, "Authentication failed")
+        return
+    if not await _may_watch(hub, principal, agentId, client_ip):
+        await websocket.close(CloseCode.POLICY, "Access denied")
+        return
+    since, epoch = _resume_point(websocket)
+    conn = ClientConnection(
+        websocket,
+        who=Who(principal.user_id, principal.session_id, principal.role),
+        agent_id=agentId,
+        broker=hub.broker,
+        status=lambda: hub.agents.status_event(agentId),
+        max_queue=settings.ws_send_queue,
+    )
+    hub.clients.add(conn)
+    try:
+        await conn.start(since=since, epoch=epoch)
+        await _serve(hub, conn)
+    finally:
+        hub.clients.discard(conn)
+        await conn.stop()
+
+
+def _resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
+    raw = websocket.query_params.get("since")
+    epoch = websocket.query_params.get("epoch") or None
+    if raw is None:
+        return None, epoch
+    try:
+        since = int(raw)
+    except ValueError:
+        return None, epoch
+    return (since if since >= 0 else None), epoch
+
+
+async def _serve(hub: Hub, conn: ClientConnection) -> None:
+    writer = asyncio.create_task(conn.writer())
+    reader = asyncio.create_task(_read(hub, conn))
+    try:
+        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, writer):
+            task.cancel()
+        await asyncio.gather(reader, writer, return_exceptions=True)
+        for task in (reader, writer):
+            if not task.cancelled() and task.exception() is not None:
+                log.error("client socket failed", exc_info=task.exception())
+
+
+async def _read(hub: Hub, conn: ClientConnection) -> None:
+    settings = hub.settings
+    limit = settings.ws_max_message_bytes
+    while True:
+        message = await conn.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw: str | bytes = message.get("text") or message.get("bytes") or ""
+        verdict = await hub.ws_limiter.hit(
+            f"ws:{conn.who.user_id}", capacity=settings.ws_rate_limit, per=settings.ws_rate_window
+        )
+        if not verdict.allowed:
+            conn.send(
+                {
+                    "type": "error",
+                    "error": "Rate limit exceeded",
+                    "retryAfter": verdict.retry_after_seconds,
+                }
+            )
+            continue
+        if len(raw) > limit:
+            conn.send({"type": "error", "error": "Message too large", "maxBytes": limit})
+            continue
+        await _dispatch(hub, conn, raw)
+
+
+async def _dispatch(hub: Hub, conn: ClientConnection, raw: str | bytes) -> None:
+    try:
+        data: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(kind, str):
+        conn.send({"type": "error", "error": "Invalid message format"})
+        return
+    handler = hub.ws_handlers.get(kind)
+    if handler is None:
+        conn.send({"type": "error", "error": f"Unknown message type: {kind[:100]}"})
+        return
+    try:
+        await handler(conn, data)
+    except BadMessage as exc:
+        conn.send({"type": "error", "error": str(exc)})
+    except Exception as exc:
+        log.exception("client message %s failed", kind)
+        conn.send(
+            {"type": "error", "error": "Message handling failed", "details": type(exc).__name__}
+        )
