@@ -75,8 +75,11 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
     broker: Broker
     limiter: Limiter
     if settings.redis_url:
-        redis_broker = RedisBroker(settings.redis_url, node_id=node_id, window=window)
-        broker, limiter = redis_broker, RedisLimiter(redis_broker.redis)
+        redis_broker = RedisBroker(
+            settings.redis_url, node_id=node_id, window=window, prefix=settings.redis_prefix
+        )
+        broker = redis_broker
+        limiter = RedisLimiter(redis_broker.redis, prefix=f"{settings.redis_prefix}bucket:")
     else:
         broker, limiter = MemoryBroker(node_id=node_id, window=window), MemoryLimiter()
     identity = Identity(
@@ -120,6 +123,7 @@ async def start_hub(hub: Hub) -> None:
     hub.broker.on_message(hub.relay.on_broker_message)
     await hub.broker.start()
     hub.audit.start()
+    hub.agents.log_writer.start()
 
 
 def hosted_agents(settings: Settings) -> list[HostedAgent]:
@@ -155,6 +159,7 @@ async def close_hub(hub: Hub) -> None:
     for live in hub.live.all():
         await live.close(Close.GOING_AWAY, "Hub shutting down")
     await hub.broker.close()
+    await hub.agents.log_writer.close()
     await hub.audit.close()
     await hub.outbox.drain()
     await hub.db.dispose()

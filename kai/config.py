@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = Field(default="kai:", min_length=1, max_length=60)
     secret_key: SecretStr | None = None
 
     access_token_ttl: int = Field(default=900, gt=0, description="Access token lifetime, s")
@@ -105,6 +106,8 @@ class Settings(BaseSettings):
     )
     agent_max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     log_retention_days: float = Field(default=7.0, gt=0)
+    log_flush_interval: float = Field(default=0.2, gt=0, description="Agent log writes, s")
+    log_batch_size: int = Field(default=1000, gt=0)
 
     event_window_count: int = Field(default=1000, gt=0, description="Events kept per agent")
     event_window_age: float = Field(default=3600.0, gt=0, description="Seconds events are kept")

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from kai.agents import store
 from kai.agents.service import Registry
@@ -24,7 +23,6 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0  # a process that ran this long restarts without backoff
 STOP_GRACE = 5.0
-OUTPUT_FLUSH = 0.5
 
 
 @dataclass
@@ -46,8 +44,6 @@ class Supervisor:
         self.hub_url = hub_url
         self.hosted: dict[str, Hosted] = {}
         self._stopping = asyncio.Event()
-        self._output: list[dict[str, Any]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self, specs: list[HostedAgent]) -> None:
         for spec in specs:
@@ -55,8 +51,6 @@ class Supervisor:
             hosted = Hosted(spec, agent_id, token)
             hosted.task = asyncio.create_task(self._keep(hosted), name=f"kai-hosted-{spec.name}")
             self.hosted[spec.name] = hosted
-        if specs:
-            self._flusher = asyncio.create_task(self._flush_loop())
 
     async def _enroll(self, spec: HostedAgent) -> tuple[str, str]:
         """The agent's record (created on first start) with a fresh token for this run."""
@@ -91,7 +85,7 @@ class Supervisor:
                 return
             ran = time.monotonic() - started
             delay = BACKOFF_FIRST if ran >= STABLE_AFTER else min(BACKOFF_MAX, delay * 2)
-            self._capture(
+            await self._capture(
                 hosted,
                 "stderr",
                 f"agent process exited with {code}; restarting in {delay:.0f}s",
@@ -136,42 +130,25 @@ class Supervisor:
         while line := await stream.readline():
             text = line.decode(errors="replace").rstrip()
             if text:
-                self._capture(hosted, source, text)
+                await self._capture(hosted, source, text)
 
-    def _capture(self, hosted: Hosted, source: str, text: str, *, level: str | None = None) -> None:
+    async def _capture(
+        self, hosted: Hosted, source: str, text: str, *, level: str | None = None
+    ) -> None:
         level = level or ("INFO" if source == "stdout" else "WARNING")
         now = utcnow()
-        self._output.append(
-            {
-                "agent_id": hosted.agent_id,
-                "timestamp": now,
-                "level_no": 20 if level == "INFO" else 30,
-                "level": level,
-                "message": text.replace("\x00", "\ufffd")[:16_384],
-                "logger": f"hosted.{source}",
-                "source": source,
-                "extra": None,
-                "received_at": now,
-            }
-        )
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(OUTPUT_FLUSH)
-            await self._flush()
-
-    async def _flush(self) -> None:
-        rows, self._output = self._output, []
-        if not rows:
-            return
-        try:
-            async with self.db.session() as session:
-                await store.add_logs(session, rows)
-        except Exception:
-            log.exception("hosted agents: %d output lines not stored", len(rows))
-            return
-        for agent_id in {row["agent_id"] for row in rows}:
-            await self.registry.relay.logs(agent_id, [r for r in rows if r["agent_id"] == agent_id])
+        row = {
+            "agent_id": hosted.agent_id,
+            "timestamp": now,
+            "level_no": 20 if level == "INFO" else 30,
+            "level": level,
+            "message": text.replace("\x00", "\ufffd")[:16_384],
+            "logger": f"hosted.{source}",
+            "source": source,
+            "extra": None,
+            "received_at": now,
+        }
+        await self.registry.record_logs(hosted.agent_id, [row])
 
     async def stop(self) -> None:
         """Stop every process: SIGTERM, then SIGKILL after a grace period."""
@@ -190,7 +167,3 @@ class Supervisor:
                     await process.wait()
         tasks = [h.task for h in self.hosted.values() if h.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        await self._flush()

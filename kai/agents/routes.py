@@ -158,6 +158,7 @@ async def delete_agent(
     backup: Annotated[bool, Query(description="Write a backup archive first")] = True,
 ) -> DeleteResponse:
     """Delete the agent (after backing it up, by default) and close its connection."""
+    await hub.agents.flush_logs()  # before the unit of work begins: the backup holds them all
     agent = await hub.agents.visible(session, viewer(principal), agentId)
     backup_id = await hub.agents.delete(session, agent, keep_backup=backup)
     return DeleteResponse(
@@ -210,6 +211,7 @@ async def agent_logs(
     order: Annotated[Literal["desc", "asc"], Query(description="desc: newest first")] = "desc",
 ) -> LogsPage:
     """The agent's log records, filtered by time and level, newest first by default."""
+    await hub.agents.flush_logs()  # before the unit of work begins, so that it sees them
     agent = await hub.agents.visible(session, viewer(principal), agentId)
     limit = min(limit, MAX_LOG_PAGE)
     rows, total = await hub.agents.logs(

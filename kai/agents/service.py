@@ -22,6 +22,7 @@ from kai.agents.models import Agent, AgentLog
 from kai.agents.protocol import Close
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
+from kai.batch import BatchWriter
 from kai.config import Settings
 from kai.db import Database, after_commit, utcnow
 from kai.errors import Conflict, NotFound
@@ -71,6 +72,22 @@ class Registry:
         self.live = live
         self.relay = relay
         self.broker = broker
+        # Log records are published at once and written behind, in batches.
+        self.log_writer: BatchWriter[dict[str, Any]] = BatchWriter(
+            "agent-logs",
+            self._write_logs,
+            interval=settings.log_flush_interval,
+            batch_size=settings.log_batch_size,
+        )
+
+    async def _write_logs(self, rows: list[dict[str, Any]]) -> None:
+        async with self.db.session() as session:
+            await store.add_logs(session, rows)
+
+    async def record_logs(self, agent_id: str, rows: list[dict[str, Any]]) -> None:
+        """Keep the agent's log records and tell its watchers."""
+        self.log_writer.extend(rows)
+        await self.relay.logs(agent_id, rows)
 
     @property
     def backup_dir(self) -> Path:
@@ -180,7 +197,10 @@ class Registry:
         return token, agent.token_rotated_at
 
     async def delete(self, session: AsyncSession, agent: Agent, *, keep_backup: bool) -> str | None:
-        """Remove ``agent`` (after writing its backup, when asked); returns the backup's id."""
+        """Remove ``agent`` (after writing its backup, when asked); returns the backup's id.
+
+        Call ``flush_logs`` before ``session`` begins, so that the backup holds every record.
+        """
         backup_id = None
         if keep_backup:
             logs = await store.all_logs(session, agent.id)
@@ -300,6 +320,11 @@ class Registry:
         """Bring back a deleted agent from its backup archive."""
         data = await asyncio.to_thread(backup.read, archive)
         return await backup.restore(session, data)
+
+    async def flush_logs(self) -> None:
+        """Write the log records this node holds. Call it before a unit of work begins: on
+        SQLite an open transaction would neither see them nor let them be written."""
+        await self.log_writer.flush()
 
     async def logs(
         self,

@@ -306,9 +306,7 @@ class AgentConnection:
             }
             for record in batch.records
         ]
-        async with self.hub.db.session() as session:
-            await store.add_logs(session, rows)
-        await self.hub.relay.logs(self.agent_id, rows)
+        await self.hub.agents.record_logs(self.agent_id, rows)
 
     async def _went_away(self, code: int | None) -> None:
         """Record that this connection ended, unless a newer one already took over."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import insert
 
 from kai.auth.models import AuditEvent
+from kai.batch import BatchWriter
 from kai.db import Database, utcnow
 
 log = logging.getLogger("kai.audit")
@@ -37,18 +37,12 @@ class AuditLog:
 
     def __init__(self, db: Database, *, interval: float, batch_size: int) -> None:
         self._db = db
-        self._interval = interval
-        self._batch_size = batch_size
-        self._buffer: list[Entry] = []
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer: BatchWriter[Entry] = BatchWriter(
+            "audit", self._write, interval=interval, batch_size=batch_size
+        )
 
     def record(self, entry: Entry) -> None:
-        self._buffer.append(entry)
-        if len(self._buffer) >= self._batch_size:
-            self._wake.set()
+        self._writer.record(entry)
 
     def permission(
         self,
@@ -75,38 +69,17 @@ class AuditLog:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return self._writer.pending
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="kai-audit-writer")
+        self._writer.start()
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        await self.flush()
+        await self._writer.close()
 
     async def flush(self) -> None:
         """Write everything buffered so far."""
-        async with self._lock:
-            while self._buffer:
-                batch = self._buffer[: self._batch_size]
-                await self._write(batch)
-                del self._buffer[: len(batch)]
-
-    async def _run(self) -> None:
-        while not self._closing:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("audit batch not written; keeping %d entries", self.pending)
+        await self._writer.flush()
 
     async def _write(self, batch: list[Entry]) -> None:
         rows = [

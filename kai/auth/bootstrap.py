@@ -5,22 +5,28 @@ from __future__ import annotations
 import secrets
 import sys
 
+from sqlalchemy.exc import IntegrityError
+
 from kai.auth import store
 from kai.auth.rbac import Role
+from kai.errors import Conflict
 from kai.hub import Hub
 
 
 async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
     """Create the first admin when there are no users; returns (email, password) if it did."""
-    async with hub.db.session() as session:
-        if await store.count_users(session) > 0:
-            return None
-        given = hub.settings.admin_password
-        password = given.get_secret_value() if given else secrets.token_urlsafe(12)
-        email = hub.settings.admin_email.lower()
-        await hub.identity.create_user(
-            session, email=email, password=password, role=Role.ADMIN, name="Administrator"
-        )
+    given = hub.settings.admin_password
+    password = given.get_secret_value() if given else secrets.token_urlsafe(12)
+    email = hub.settings.admin_email.lower()
+    try:
+        async with hub.db.session() as session:
+            if await store.count_users(session) > 0:
+                return None
+            await hub.identity.create_user(
+                session, email=email, password=password, role=Role.ADMIN, name="Administrator"
+            )
+    except (Conflict, IntegrityError):
+        return None  # nodes starting together: another one created the admin first
     if given:
         _console(f"\n  kai: created the first admin, {email}, with KAI_ADMIN_PASSWORD\n")
         return email, password

@@ -13,9 +13,14 @@ from kai.models import load_all
 load_all()
 config = context.config
 url: str = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") or ""
+# Nodes starting together on one PostgreSQL database migrate one after the other: each takes
+# this lock until its transaction ends, then finds the schema already at its revision.
+MIGRATION_LOCK = 0x6B6169  # "kai"
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

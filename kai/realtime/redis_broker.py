@@ -26,7 +26,6 @@ from kai.realtime.events import Event, dumps, new_epoch
 log = logging.getLogger("kai.realtime.redis")
 
 PREFIX = "kai:"
-CONTROL = f"{PREFIX}control"
 MAX_PENDING = 100_000
 MAX_CONNECTIONS = 100
 RETRY_EVERY = 0.5
@@ -53,8 +52,8 @@ return 0
 """
 
 
-def _keys(agent_id: str) -> tuple[str, str, str, str]:
-    base = f"{PREFIX}agent:{agent_id}"
+def _keys(agent_id: str, prefix: str = PREFIX) -> tuple[str, str, str, str]:
+    base = f"{prefix}agent:{agent_id}"
     return f"{base}:events", f"{base}:seq", f"{base}:epoch", f"{base}:live"
 
 
@@ -69,9 +68,10 @@ class _Feed:
 
 
 class RedisBroker:
-    def __init__(self, url: str, *, node_id: str, window: Window) -> None:
+    def __init__(self, url: str, *, node_id: str, window: Window, prefix: str = PREFIX) -> None:
         self.node_id = node_id
         self.window = window
+        self.prefix = prefix  # every key and channel starts with it: hubs can share one Redis
         # A blocking pool: a burst of publishes waits for a connection instead of failing with
         # MaxConnectionsError, which would send them to the outbox as if Redis were down.
         pool = redis.BlockingConnectionPool.from_url(
@@ -96,8 +96,12 @@ class RedisBroker:
         self.connected = False
 
     @property
+    def control_channel(self) -> str:
+        return f"{self.prefix}control"
+
+    @property
     def node_channel(self) -> str:
-        return f"{PREFIX}node:{self.node_id}"
+        return f"{self.prefix}node:{self.node_id}"
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="kai-redis-reader")
@@ -152,7 +156,7 @@ class RedisBroker:
         prefix = dumps(body)[:-1]
         now = time.time()
         seq, epoch = await self._publish(
-            keys=list(_keys(agent_id)),
+            keys=list(_keys(agent_id, self.prefix)),
             args=[new_epoch(), prefix, int(now * 1000), self.window.count],
         )
         epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
@@ -174,7 +178,7 @@ class RedisBroker:
         log.info("redis is back; held events sent")
 
     async def head(self, agent_id: str) -> tuple[str, int]:
-        _, seq_key, epoch_key, _ = _keys(agent_id)
+        _, seq_key, epoch_key, _ = _keys(agent_id, self.prefix)
         epoch, seq = await self.redis.mget(epoch_key, seq_key)
         if epoch is None:
             # No log yet: make its epoch now, so that replays agree with the first publish.
@@ -199,7 +203,7 @@ class RedisBroker:
         return Replay(current, head, events)
 
     async def _range(self, agent_id: str, first: int, last: int) -> list[Event]:
-        stream = _keys(agent_id)[0]
+        stream = _keys(agent_id, self.prefix)[0]
         rows: Any = await self.redis.xrange(stream, f"0-{first}", f"0-{last}")
         events = []
         for entry_id, fields in rows:
@@ -210,7 +214,7 @@ class RedisBroker:
         return events
 
     async def forget(self, agent_id: str) -> None:
-        await self.redis.delete(*_keys(agent_id)[:3])
+        await self.redis.delete(*_keys(agent_id, self.prefix)[:3])
 
     # -- fan-out -------------------------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class RedisBroker:
             feed = self._feeds[agent_id] = _Feed()
             async with feed.lock:
                 await self._ensure_pubsub()
-                await self._pubsub.subscribe(_keys(agent_id)[3])
+                await self._pubsub.subscribe(_keys(agent_id, self.prefix)[3])
                 feed.epoch, feed.seq = await self.head(agent_id)
         feed.listeners.append(listener)
 
@@ -232,12 +236,12 @@ class RedisBroker:
         if not feed.listeners:
             del self._feeds[agent_id]
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(_keys(agent_id)[3])
+                await self._pubsub.unsubscribe(_keys(agent_id, self.prefix)[3])
 
     async def _ensure_pubsub(self) -> None:
         if self._pubsub is None:
             self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            await self._pubsub.subscribe(CONTROL, self.node_channel)
+            await self._pubsub.subscribe(self.control_channel, self.node_channel)
 
     async def _read_forever(self) -> None:
         delay = 0.1
@@ -269,7 +273,7 @@ class RedisBroker:
     async def _resync_feeds(self) -> None:
         """After (re)connecting: listen to every feed again and deliver what was missed."""
         for agent_id, feed in list(self._feeds.items()):
-            await self._pubsub.subscribe(_keys(agent_id)[3])
+            await self._pubsub.subscribe(_keys(agent_id, self.prefix)[3])
             epoch, head = await self.head(agent_id)
             async with feed.lock:
                 if epoch != feed.epoch:
@@ -280,10 +284,10 @@ class RedisBroker:
     async def _on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
         data: bytes = message["data"]
-        if channel in (CONTROL, self.node_channel):
+        if channel in (self.control_channel, self.node_channel):
             self._dispatch(orjson.loads(data))
             return
-        agent_id = channel[len(PREFIX) + len("agent:") :].rsplit(":", 1)[0]
+        agent_id = channel[len(self.prefix) + len("agent:") :].rsplit(":", 1)[0]
         feed = self._feeds.get(agent_id)
         if feed is None:
             return
@@ -313,20 +317,20 @@ class RedisBroker:
     # -- presence and routing ------------------------------------------------------------------
 
     async def set_presence(self, agent_id: str, *, ttl: float) -> None:
-        await self.redis.set(f"{PREFIX}presence:{agent_id}", self.node_id, px=int(ttl * 1000))
+        await self.redis.set(f"{self.prefix}presence:{agent_id}", self.node_id, px=int(ttl * 1000))
 
     async def clear_presence(self, agent_id: str) -> None:
-        await self._clear(keys=[f"{PREFIX}presence:{agent_id}"], args=[self.node_id])
+        await self._clear(keys=[f"{self.prefix}presence:{agent_id}"], args=[self.node_id])
 
     async def presence(self, agent_id: str) -> str | None:
-        value = await self.redis.get(f"{PREFIX}presence:{agent_id}")
+        value = await self.redis.get(f"{self.prefix}presence:{agent_id}")
         return _text(value) if value is not None else None
 
     async def send_to_node(self, node_id: str, message: dict[str, Any]) -> None:
-        await self.redis.publish(f"{PREFIX}node:{node_id}", orjson.dumps(message))
+        await self.redis.publish(f"{self.prefix}node:{node_id}", orjson.dumps(message))
 
     async def broadcast(self, message: dict[str, Any]) -> None:
-        await self.redis.publish(CONTROL, orjson.dumps(message))
+        await self.redis.publish(self.control_channel, orjson.dumps(message))
 
     def on_message(self, handler: Handler) -> None:
         self._handlers.append(handler)

@@ -164,7 +164,8 @@ async def _read(hub: Hub, conn: ClientConnection) -> None:
                 }
             )
             continue
-        if len(raw) > limit:
+        size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
+        if size > limit:  # the limit is in bytes, not characters
             conn.send({"type": "error", "error": "Message too large", "maxBytes": limit})
             continue
         await _dispatch(hub, conn, raw)

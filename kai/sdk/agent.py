@@ -220,13 +220,13 @@ class Agent:
         index = 0
         while not self._stop.is_set():
             url = urls[index % len(urls)]
-            index += 1
             outcome = await self._session(url, token)
             if outcome == "stop":
                 return
             if outcome == "restart":
                 failures = 0
-                continue
+                continue  # the hub that asked for it is up: back to it at once
+            index += 1  # the connection failed or dropped: the next URL in turn
             if outcome == "served":
                 failures = 0
             failures += 1
