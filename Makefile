@@ -21,13 +21,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kai tests
-	$(BIN)/ruff format --check kai tests
+	$(BIN)/ruff check kai tests bench
+	$(BIN)/ruff format --check kai tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Not part of `make test`: real-time figures beside their baselines (docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
