@@ -28,25 +28,26 @@ class MemoryLimiter:
     """Buckets in this process; enough when one process serves everything."""
 
     def __init__(self, *, max_keys: int = 100_000) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
+        # key -> (tokens, stamp, rate, capacity): each bucket keeps its own limits for pruning
+        self._buckets: dict[str, tuple[float, float, float, int]] = {}
         self._max_keys = max_keys
 
     async def hit(self, key: str, *, capacity: int, per: float) -> Verdict:
         now = time.monotonic()
         rate = capacity / per
-        tokens, stamp = self._buckets.get(key, (float(capacity), now))
+        tokens, stamp, _, _ = self._buckets.get(key, (float(capacity), now, rate, capacity))
         tokens = min(float(capacity), tokens + (now - stamp) * rate)
         if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
+            self._buckets[key] = (tokens, now, rate, capacity)
             return Verdict(False, (1.0 - tokens) / rate)
-        self._buckets[key] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - 1.0, now, rate, capacity)
         if len(self._buckets) > self._max_keys:
-            self._prune(now, rate, capacity)
+            self._prune(now)
         return Verdict(True)
 
-    def _prune(self, now: float, rate: float, capacity: int) -> None:
+    def _prune(self, now: float) -> None:
         # A bucket that has refilled completely is the same as no bucket at all.
-        full = [k for k, (t, s) in self._buckets.items() if t + (now - s) * rate >= capacity]
+        full = [k for k, (t, s, r, c) in self._buckets.items() if t + (now - s) * r >= c]
         for key in full:
             del self._buckets[key]
 

@@ -226,10 +226,11 @@ class AgentConnection:
         if not updated:
             return  # a newer connection took over meanwhile
         self.first_connection = False
+        # Ready before anyone hears it is online: work sent on that news must find it.
+        self.hub.live.mark_ready(self.live)
+        await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
         await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
         await self.hub.relay.status(self.agent_id, status="online", health="healthy", at=now)
-        await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
-        self.hub.live.mark_ready(self.live)
         log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
 
     async def _heartbeat(self, beat: Heartbeat) -> None:
@@ -337,7 +338,8 @@ class AgentConnection:
                     **values,
                 )
             if updated:
-                await self.hub.broker.clear_presence(self.agent_id)
+                if self.hub.live.get(self.agent_id) is None:  # no newer connection here
+                    await self.hub.broker.clear_presence(self.agent_id)
                 await self.hub.relay.status(
                     self.agent_id,
                     status=values["status"],

@@ -50,26 +50,23 @@ async def set_state_if_connection(
 
 
 async def expire_presence(session: AsyncSession, now: datetime) -> list[str]:
-    """Mark offline every agent whose holder stopped renewing its presence."""
-    ids = list(
-        await session.scalars(
-            select(Agent.id).where(
-                Agent.presence_expires_at.is_not(None), Agent.presence_expires_at < now
-            )
+    """Mark offline every agent whose holder stopped renewing its presence; returns their ids.
+
+    One statement: an agent whose presence a node renewed meanwhile (it reconnected there) is
+    neither updated nor returned, so that nobody announces it offline.
+    """
+    result = await session.execute(
+        update(Agent)
+        .where(Agent.presence_expires_at.is_not(None), Agent.presence_expires_at < now)
+        .values(
+            status="offline",
+            health="unknown",
+            presence_expires_at=None,
+            status_changed_at=now,
         )
+        .returning(Agent.id)
     )
-    if ids:
-        await session.execute(
-            update(Agent)
-            .where(Agent.id.in_(ids), Agent.presence_expires_at < now)
-            .values(
-                status="offline",
-                health="unknown",
-                presence_expires_at=None,
-                status_changed_at=now,
-            )
-        )
-    return ids
+    return list(result.scalars())
 
 
 async def add_logs(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

@@ -235,6 +235,8 @@ class RedisBroker:
         feed.listeners.remove(listener)
         if not feed.listeners:
             del self._feeds[agent_id]
+            if self._pubsub is None:
+                return  # disconnected: the next connection subscribes only to live feeds
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(_keys(agent_id, self.prefix)[3])
 
