@@ -38,7 +38,14 @@ class Who:
 
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
-_RESYNC: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Resync:
+    """A break in the stream, queued in its place: the client carries on from this point."""
+
+    epoch: str
+    seq: int
 
 
 class ClientConnection:
@@ -87,13 +94,13 @@ class ClientConnection:
     def _accept(self, event: Event) -> None:
         if event.epoch != self.epoch:
             self.epoch, self.seq = event.epoch, event.seq
-            self._put(_RESYNC)
+            self._put(_Resync(self.epoch, self.seq))
             return
         if event.seq <= self.seq:
             return
         if event.seq != self.seq + 1:
             self.seq = event.seq
-            self._put(_RESYNC)
+            self._put(_Resync(self.epoch, self.seq))
             return
         self.seq = event.seq
         self._put(event.text)
@@ -153,20 +160,21 @@ class ClientConnection:
             }
         )
 
-    def _resync_text(self, status: dict[str, Any], reason: str) -> str:
+    def _resync_text(self, status: dict[str, Any], reason: str, at: _Resync | None = None) -> str:
+        epoch, seq = (at.epoch, at.seq) if at is not None else (self.epoch, self.seq)
         current = {
             **status,
             "type": "status_update",
             "agentId": self.agent_id,
-            "seq": self.seq,
-            "epoch": self.epoch,
+            "seq": seq,
+            "epoch": epoch,
         }
         return dumps(
             {
                 "type": "resync_required",
                 "agentId": self.agent_id,
-                "seq": self.seq,
-                "epoch": self.epoch,
+                "seq": seq,
+                "epoch": epoch,
                 "reason": reason,
                 "status": current,
             }
@@ -203,8 +211,10 @@ class ClientConnection:
         while True:
             while self._queue and self._closing is None:
                 item = self._queue.popleft()
-                if item is _RESYNC:
-                    item = self._resync_text(await self.status(), "The event stream broke")
+                if isinstance(item, _Resync):
+                    # Where the break was, not where the cursor is now: events after it are
+                    # queued behind this message already.
+                    item = self._resync_text(await self.status(), "The event stream broke", item)
                 await ws.send_text(item)
                 self.sent += 1
             if self._closing is not None:

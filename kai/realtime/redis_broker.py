@@ -46,6 +46,14 @@ redis.call('PUBLISH', KEYS[4], data)
 return {seq, epoch}
 """
 
+# KEYS: stream, seq, epoch. ARGV: candidate epoch. Starts a log unless one exists.
+_BEGIN = """
+if redis.call('SET', KEYS[3], ARGV[1], 'NX') then
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+return {redis.call('GET', KEYS[3]), redis.call('GET', KEYS[2])}
+"""
+
 _CLEAR_IF_MINE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -85,6 +93,7 @@ class RedisBroker:
         self.redis = redis.Redis.from_pool(pool)
         self._publish = self.redis.register_script(_PUBLISH)
         self._clear = self.redis.register_script(_CLEAR_IF_MINE)
+        self._begin = self.redis.register_script(_BEGIN)
         self._feeds: dict[str, _Feed] = {}
         self._handlers: list[Handler] = []
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
@@ -104,8 +113,14 @@ class RedisBroker:
         return f"{self.prefix}node:{self.node_id}"
 
     async def start(self) -> None:
+        """Start listening; waits (a few seconds at most) until this node can hear others."""
         self._reader = asyncio.create_task(self._read_forever(), name="kai-redis-reader")
         self._flusher = asyncio.create_task(self._flush_forever(), name="kai-redis-outbox")
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while not self.connected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        if not self.connected:
+            log.warning("redis not reachable yet; this node keeps trying in the background")
 
     async def close(self) -> None:
         for task in (self._reader, self._flusher):
@@ -171,19 +186,22 @@ class RedisBroker:
                     await self._drain_pending()
 
     async def _drain_pending(self) -> None:
+        sent = 0
         while self._pending:
             agent_id, event = self._pending[0]
             await self._append(agent_id, event)
             self._pending.popleft()
-        log.info("redis is back; held events sent")
+            sent += 1
+        if sent:
+            log.info("redis is back; %d held events sent", sent)
 
     async def head(self, agent_id: str) -> tuple[str, int]:
-        _, seq_key, epoch_key, _ = _keys(agent_id, self.prefix)
+        stream, seq_key, epoch_key, _ = _keys(agent_id, self.prefix)
         epoch, seq = await self.redis.mget(epoch_key, seq_key)
         if epoch is None:
-            # No log yet: make its epoch now, so that replays agree with the first publish.
-            await self.redis.set(epoch_key, new_epoch(), nx=True)
-            epoch, seq = await self.redis.mget(epoch_key, seq_key)
+            # No log yet (or it was lost): start one now, as the first publish would, so that
+            # replays agree with what comes next.
+            epoch, seq = await self._begin(keys=[stream, seq_key, epoch_key], args=[new_epoch()])
         return _text(epoch), int(seq or 0)
 
     async def replay(self, agent_id: str, *, since: int, epoch: str | None) -> Replay:
@@ -223,9 +241,13 @@ class RedisBroker:
         if feed is None:
             feed = self._feeds[agent_id] = _Feed()
             async with feed.lock:
-                await self._ensure_pubsub()
-                await self._pubsub.subscribe(_keys(agent_id, self.prefix)[3])
-                feed.epoch, feed.seq = await self.head(agent_id)
+                try:
+                    await self._ensure_pubsub()
+                    await self._pubsub.subscribe(_keys(agent_id, self.prefix)[3])
+                    feed.epoch, feed.seq = await self.head(agent_id)
+                except BaseException:
+                    del self._feeds[agent_id]
+                    raise
         feed.listeners.append(listener)
 
     async def unsubscribe(self, agent_id: str, listener: Listener) -> None:
@@ -268,7 +290,7 @@ class RedisBroker:
                         await self._pubsub.aclose()
                 self._pubsub = None
                 await asyncio.sleep(delay)
-                delay = min(5.0, delay * 2)
+                delay = min(2.0, delay * 2)
             except Exception:
                 log.exception("redis reader failed on a message")
 

@@ -140,8 +140,10 @@ async def _serve(hub: Hub, conn: ClientConnection) -> None:
             task.cancel()
         await asyncio.gather(reader, writer, return_exceptions=True)
         for task in (reader, writer):
-            if not task.cancelled() and task.exception() is not None:
-                log.error("client socket failed", exc_info=task.exception())
+            failure = None if task.cancelled() else task.exception()
+            # A client that leaves while being written to is no failure of the hub.
+            if failure is not None and not isinstance(failure, WebSocketDisconnect):
+                log.error("client socket failed", exc_info=failure)
 
 
 async def _read(hub: Hub, conn: ClientConnection) -> None:
