@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -217,6 +218,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KaiError)
     async def kai_error(_: Request, exc: KaiError) -> Response:
         return _problem_response(exc.problem(), exc.headers)
+
+    @app.exception_handler(RedisError)
+    async def broker_down(_: Request, exc: RedisError) -> Response:
+        log.warning("broker unavailable: %s", type(exc).__name__)
+        return _problem_response(
+            problem(503, "The broker is unavailable; try again shortly"), {"Retry-After": "2"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
