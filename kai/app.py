@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
