@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -208,6 +209,8 @@ def agent_run(
         typer.echo("kai: an agent token is needed (--token or KAI_AGENT_TOKEN)", err=True)
         raise typer.Exit(2)
     module_name, _, attribute = target.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: an agent module beside you loads
     try:
         found: object = importlib.import_module(module_name)
         for part in attribute.split("."):

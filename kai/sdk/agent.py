@@ -205,6 +205,7 @@ class Agent:
         """Connect and serve until ``stop()``; raises ``AgentStopped`` if the hub says stop."""
         if not urls:
             raise ValueError("at least one hub URL is needed")
+        self._stop.clear()  # an agent stopped once may run again
         root = logging.getLogger()
         root.addHandler(self.log_handler)
         try:
@@ -297,13 +298,20 @@ class Agent:
         reason = ws.close_reason or ""
         if code in FINAL_CLOSE_CODES:
             raise AgentStopped(code, reason)
-        log.warning("hub closed the connection: %s %s", code, reason)
+        if not self._stop.is_set():  # else the agent closed it itself, shutting down
+            log.warning("hub closed the connection: %s %s", code, reason)
         return "served" if self.connected.is_set() else "failed"
 
     async def _read(self, ws: ClientConnection) -> str:
         try:
             async for raw in ws:
-                message = orjson.loads(raw)
+                try:
+                    message = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    log.warning("the hub sent a frame that is not JSON; ignored")
+                    continue
+                if not isinstance(message, dict):
+                    continue
                 outcome = await self._dispatch(message)
                 if outcome is not None:
                     return outcome
@@ -335,7 +343,7 @@ class Agent:
             batch = self.log_handler.take(MAX_LOG_BATCH)
             try:
                 await self.send({"type": "log", "records": batch})
-            except Exception:
+            except BaseException:  # cancelled while sending, too: the batch is not lost
                 self.log_handler.put_back(batch)
                 raise
 
@@ -463,7 +471,7 @@ class Agent:
                 )
                 index += 1
         except asyncio.CancelledError:
-            end.update(status="cancelled")
+            end.update(status="cancelled", chunks=index)
             await self.send(end)
             raise
         except Exception as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from kai.agents.protocol import MAX_LOG_BATCH, MAX_LOG_MESSAGE
 
 _QUIET = ("websockets", "asyncio", "kai.sdk.connection")
+_QUIET_CHILDREN = tuple(f"{name}." for name in _QUIET)  # not "asyncio_jobs": a logger of its own
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
@@ -44,7 +45,7 @@ class HubLogHandler(logging.Handler):
         self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(_QUIET):
+        if record.name in _QUIET or record.name.startswith(_QUIET_CHILDREN):
             return
         try:
             message = record.getMessage()
