@@ -159,6 +159,7 @@ async def close_hub(hub: Hub) -> None:
     hub.clients.close_all()
     for live in hub.live.all():
         await live.close(Close.GOING_AWAY, "Hub shutting down")
+    await hub.relay.drain()
     await hub.broker.close()
     await hub.agents.log_writer.close()
     await hub.audit.close()

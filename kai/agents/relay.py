@@ -62,6 +62,12 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let spawned work (kicks, closes) finish, for up to ``timeout`` s, before shutting
+        down: a ``kai`` command's kick must leave before its broker closes."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
     async def on_broker_message(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         agent_id = str(message.get("agentId"))

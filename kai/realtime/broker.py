@@ -132,6 +132,9 @@ class MemoryBroker:
         self._trim(log)
         for listener in list(self._listeners.get(agent_id, ())):
             listener(stamped)
+        # Give the watchers' writers a turn, as a round trip to Redis does: a burst (a batch of
+        # 500 log records) must not fill the send queue of a client that reads promptly.
+        await asyncio.sleep(0)
         return stamped
 
     async def replay(self, agent_id: str, *, since: int, epoch: str | None) -> Replay:
