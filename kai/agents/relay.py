@@ -105,16 +105,24 @@ class Relay:
         )
 
     async def logs(self, agent_id: str, rows: Iterable[dict[str, Any]]) -> None:
-        for row in rows:
-            entry = {
-                "timestamp": row["timestamp"],
-                "level": row["level"],
-                "message": row["message"],
-                "logger": row["logger"],
-                "source": row["source"],
-                "extra": row["extra"],
+        events = [
+            {
+                "type": "log_stream",
+                "entry": {
+                    "timestamp": row["timestamp"],
+                    "level": row["level"],
+                    "message": row["message"],
+                    "logger": row["logger"],
+                    "source": row["source"],
+                    "extra": row["extra"],
+                },
             }
-            await self.publish(agent_id, {"type": "log_stream", "entry": entry})
+            for row in rows
+        ]
+        try:
+            await self.broker.publish_many(agent_id, events)
+        except Exception:
+            log.exception("agent %s: %d log events not published", agent_id, len(events))
 
     async def publish(self, agent_id: str, event: dict[str, Any]) -> None:
         try:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event, dumps
@@ -38,6 +38,7 @@ class Who:
 
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+WRITER_LINGER = 5.0  # seconds an idle writer waits for more before it goes away
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,15 @@ class ClientConnection:
         self.max_queue = max_queue
         self.epoch = ""
         self.seq = 0
-        self._queue: deque[Any] = deque()
-        self._wake = asyncio.Event()
+        # An idle connection holds no queue, no event and no writer task: at thousands of
+        # watchers per node, a few hundred bytes each matter. They exist while there is traffic.
+        self._queue: deque[Any] | None = None
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[Any] | None = None
         self._buffer: list[Event] | None = None
         self._closing: tuple[int, str] | None = None
-        self._done = asyncio.Event()
+        self.closed_here = False
         self.sent = 0
         self.dropped = False
 
@@ -114,7 +119,8 @@ class ClientConnection:
     async def resume(self, *, since: int, epoch: str | None) -> None:
         """Start over from ``since`` on this connection (the ``resume`` message)."""
         self._buffer = []
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         await self._position(since=since, epoch=epoch)
 
     async def _position(self, *, since: int | None, epoch: str | None) -> None:
@@ -185,12 +191,22 @@ class ClientConnection:
     def _put(self, item: Any) -> None:
         if self._closing is not None:
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(item)
-        self._wake.set()
         if len(self._queue) > self.max_queue:
             self.dropped = True
             self._queue.clear()
             self.close_soon(CloseCode.SLOW_CONSUMER, "Slow consumer: resume with ?since")
+            return
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None:
+            self._wake = asyncio.Event()
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        elif self._wake is not None:
+            self._wake.set()
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message that is not an agent event (answers, errors)."""
@@ -199,35 +215,75 @@ class ClientConnection:
     def close_soon(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = (code, reason)
-            self._wake.set()
+            self._wake_writer()
 
     @property
     def closing(self) -> bool:
         return self._closing is not None
 
-    async def writer(self) -> None:
-        """Write the queue out until the connection closes."""
+    async def serve(self, read: Callable[[], Awaitable[None]]) -> None:
+        """Run ``read`` (the client's messages) until the client leaves or is closed here."""
+        self._reader = asyncio.current_task()
+        try:
+            await read()
+        except asyncio.CancelledError:
+            if not self.closed_here or self._reader is None:
+                raise
+            self._reader.uncancel()  # the writer closed the socket: a normal end
+        finally:
+            self._reader = None
+            writer = self._writer
+            if writer is not None and writer is not asyncio.current_task():
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+
+    async def _write(self) -> None:
+        """Write the queue out; linger a while when it runs dry, then go away until needed."""
         ws = self.ws
-        while True:
-            while self._queue and self._closing is None:
-                item = self._queue.popleft()
-                if isinstance(item, _Resync):
-                    # Where the break was, not where the cursor is now: events after it are
-                    # queued behind this message already.
-                    item = self._resync_text(await self.status(), "The event stream broke", item)
-                await ws.send_text(item)
-                self.sent += 1
-            if self._closing is not None:
-                await self._close(*self._closing)
-                return
-            self._wake.clear()
-            await self._wake.wait()
+        try:
+            while True:
+                queue = self._queue
+                while queue and self._closing is None:
+                    item = queue.popleft()
+                    if isinstance(item, _Resync):
+                        # Where the break was, not where the cursor is now: events after it
+                        # are queued behind this message already.
+                        item = self._resync_text(
+                            await self.status(), "The event stream broke", item
+                        )
+                    await ws.send_text(item)
+                    self.sent += 1
+                if self._closing is not None:
+                    await self._close(*self._closing)
+                    return
+                wake = self._wake
+                if wake is None:
+                    return
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), WRITER_LINGER)
+                except TimeoutError:
+                    if not self._queue and self._closing is None:
+                        self._queue = None
+                        return
+        except WebSocketDisconnect:
+            pass  # the client left while being written to
+        except Exception:
+            log.exception("client socket writer failed; closing the connection")
+            self._closing = (CloseCode.SERVER_ERROR, "Internal error")
+            await self._close(*self._closing)
+        finally:
+            self._writer = None
+            self._wake = None
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ws.close(code, reason), 2.0)
-        self._done.set()
+        self.closed_here = True
+        if self._reader is not None:
+            self._reader.cancel()  # no need to wait for the client's closing answer
 
     async def stop(self) -> None:
         await self.broker.unsubscribe(self.agent_id, self.on_event)

@@ -20,7 +20,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from kai.db import utcnow
-from kai.realtime.broker import Handler, Listener, Replay, Window
+from kai.realtime.broker import YIELD_EVERY, Handler, Listener, Replay, Window
 from kai.realtime.events import Event, dumps, new_epoch
 
 log = logging.getLogger("kai.realtime.redis")
@@ -52,6 +52,26 @@ if redis.call('SET', KEYS[3], ARGV[1], 'NX') then
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 return {redis.call('GET', KEYS[3]), redis.call('GET', KEYS[2])}
+"""
+
+# The same for many events at once. ARGV: candidate epoch, wall-clock ms, max stream length,
+# then each event's JSON body without its closing brace. Returns the first seq and the epoch.
+_PUBLISH_MANY = """
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+local count = #ARGV - 3
+local first = redis.call('INCRBY', KEYS[2], count) - count + 1
+for i = 4, #ARGV do
+  local seq = first + i - 4
+  local data = ARGV[i] .. ',"seq":' .. seq .. ',"epoch":"' .. epoch .. '"}'
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'd', data, 't', ARGV[2])
+  redis.call('PUBLISH', KEYS[4], data)
+end
+return {first, epoch}
 """
 
 _CLEAR_IF_MINE = """
@@ -92,6 +112,7 @@ class RedisBroker:
         )
         self.redis = redis.Redis.from_pool(pool)
         self._publish = self.redis.register_script(_PUBLISH)
+        self._publish_many = self.redis.register_script(_PUBLISH_MANY)
         self._clear = self.redis.register_script(_CLEAR_IF_MINE)
         self._begin = self.redis.register_script(_BEGIN)
         self._feeds: dict[str, _Feed] = {}
@@ -154,6 +175,34 @@ class RedisBroker:
             )
             self._defer(agent_id, event)
             return None
+
+    async def publish_many(self, agent_id: str, events: list[dict[str, Any]]) -> None:
+        """Append several events in one round trip, in order."""
+        if not events:
+            return
+        if self._pending:
+            for event in events:
+                self._defer(agent_id, event)
+            return
+        bodies = []
+        for event in events:
+            body = dict(event)
+            body.setdefault("timestamp", utcnow())
+            body["agentId"] = agent_id
+            body.pop("seq", None)
+            body.pop("epoch", None)
+            bodies.append(dumps(body)[:-1])
+        try:
+            await self._publish_many(
+                keys=list(_keys(agent_id, self.prefix)),
+                args=[new_epoch(), int(time.time() * 1000), self.window.count, *bodies],
+            )
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "redis unavailable (%s); holding events until it is back", type(exc).__name__
+            )
+            for event in events:
+                self._defer(agent_id, event)
 
     def _defer(self, agent_id: str, event: dict[str, Any]) -> None:
         if len(self._pending) >= MAX_PENDING:
@@ -268,6 +317,7 @@ class RedisBroker:
             await self._pubsub.subscribe(self.control_channel, self.node_channel)
 
     async def _read_forever(self) -> None:
+        handled = 0
         delay = 0.1
         while True:
             try:
@@ -279,6 +329,11 @@ class RedisBroker:
                 message = await self._pubsub.get_message(timeout=1.0)
                 if message is not None:
                     await self._on_message(message)
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        # Buffered messages arrive without a pause: let the watchers' writers
+                        # send now and then, or a burst would fill their queues.
+                        await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

@@ -101,9 +101,11 @@ async def client_socket(websocket: WebSocket, agentId: str) -> None:
         await websocket.close(CloseCode.POLICY, "Access denied")
         return
     since, epoch = _resume_point(websocket)
+    who = Who(principal.user_id, principal.session_id, principal.role)
+    del principal  # its ORM rows need not live as long as the connection
     conn = ClientConnection(
         websocket,
-        who=Who(principal.user_id, principal.session_id, principal.role),
+        who=who,
         agent_id=agentId,
         broker=hub.broker,
         status=lambda: hub.agents.status_event(agentId),
@@ -131,19 +133,7 @@ def _resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
 
 
 async def _serve(hub: Hub, conn: ClientConnection) -> None:
-    writer = asyncio.create_task(conn.writer())
-    reader = asyncio.create_task(_read(hub, conn))
-    try:
-        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (reader, writer):
-            task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
-        for task in (reader, writer):
-            failure = None if task.cancelled() else task.exception()
-            # A client that leaves while being written to is no failure of the hub.
-            if failure is not None and not isinstance(failure, WebSocketDisconnect):
-                log.error("client socket failed", exc_info=failure)
+    await conn.serve(lambda: _read(hub, conn))
 
 
 async def _read(hub: Hub, conn: ClientConnection) -> None:
