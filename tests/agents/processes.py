@@ -67,6 +67,22 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn_agent(output: Path, token: str, urls: list[str], *, target: str = SAMPLE) -> AgentProcess:
+    """``kai agent run TARGET --url U1 --url U2 ...`` (the URLs tried in that order), its
+    output written to ``output``."""
+    with output.open("wb") as sink:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "kai", "agent", "run", target, "--token", token]
+            + [arg for url in urls for arg in ("--url", url)],
+            cwd=REPO_ROOT,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return AgentProcess(popen, output)
+
+
 @dataclass
 class Launcher:
     """Starts agent processes and kills every one of them at the end of the test."""
@@ -77,27 +93,7 @@ class Launcher:
 
     def start(self, token: str, *, target: str = SAMPLE) -> AgentProcess:
         output = self.directory / f"agent-{len(self.processes)}.log"
-        with output.open("wb") as sink:
-            popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kai",
-                    "agent",
-                    "run",
-                    target,
-                    "--url",
-                    self.ws_url,
-                    "--token",
-                    token,
-                ],
-                cwd=REPO_ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        process = AgentProcess(popen, output)
+        process = spawn_agent(output, token, [self.ws_url], target=target)
         self.processes.append(process)
         return process
 

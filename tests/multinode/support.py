@@ -19,7 +19,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.agents.processes import REPO_ROOT, SAMPLE, AgentProcess, child_env
+from tests.agents.processes import REPO_ROOT, SAMPLE, AgentProcess, child_env, spawn_agent
 from tests.agents.support import eventually
 from tests.helpers import bearer
 
@@ -140,17 +140,7 @@ class Cluster:
     def start_agent(self, token: str, urls: list[str], *, target: str = SAMPLE) -> AgentProcess:
         """``kai agent run TARGET --url U1 --url U2 ...``: tries the URLs in that order."""
         output = self.directory / f"agent-{len(self.agents)}.log"
-        with output.open("wb") as sink:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "kai", "agent", "run", target, "--token", token]
-                + [arg for url in urls for arg in ("--url", url)],
-                cwd=REPO_ROOT,
-                env=child_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        process = AgentProcess(popen, output)
+        process = spawn_agent(output, token, urls, target=target)
         self.agents.append(process)
         return process
 
