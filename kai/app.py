@@ -46,6 +46,9 @@ from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import default_handlers
 from kai.realtime.redis_broker import RedisBroker
+from kai.work import routes as work_routes
+from kai.work.commands import Commands
+from kai.work.socket import command_execute
 
 log = logging.getLogger("kai")
 
@@ -114,6 +117,7 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         clients=clients,
         ws_handlers=default_handlers(),
         ws_limiter=limiter,
+        commands=Commands(db, registry=registry, relay=relay, broker=broker),
         node_id=node_id,
     )
 
@@ -122,6 +126,8 @@ async def start_hub(hub: Hub) -> None:
     """Start what runs in the background: the broker and the audit writer."""
     hub.broker.on_message(hub.clients.on_broker_message)
     hub.broker.on_message(hub.relay.on_broker_message)
+    hub.broker.on_message(hub.commands.on_broker_message)
+    hub.ws_handlers.register("command_execute", command_execute(hub))
     await hub.broker.start()
     hub.audit.start()
     hub.agents.log_writer.start()
@@ -205,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agent_routes.router)
     app.include_router(agent_socket.router)
     app.include_router(realtime_routes.router)
+    app.include_router(work_routes.router)
     return app
 
 

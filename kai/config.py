@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     log_flush_interval: float = Field(default=0.2, gt=0, description="Agent log writes, s")
     log_batch_size: int = Field(default=1000, gt=0)
 
+    command_timeout: float = Field(default=30.0, gt=0, le=300, description="Default, s")
+    command_max_timeout: float = Field(default=300.0, gt=0, description="Longest allowed, s")
+
     event_window_count: int = Field(default=1000, gt=0, description="Events kept per agent")
     event_window_age: float = Field(default=3600.0, gt=0, description="Seconds events are kept")
     ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)

@@ -18,6 +18,7 @@ from kai.ratelimit import Limiter
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers
+from kai.work.commands import Commands
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class Hub:
     clients: Clients
     ws_handlers: Handlers
     ws_limiter: Limiter
+    commands: Commands
     node_id: str = field(default_factory=new_id)
 
 

@@ -6,4 +6,5 @@ from __future__ import annotations
 def load_all() -> None:
     """Import every domain's models so that ``Base.metadata`` knows all tables."""
     import kai.agents.models
-    import kai.auth.models  # noqa: F401
+    import kai.auth.models
+    import kai.work.models  # noqa: F401

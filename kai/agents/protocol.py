@@ -118,10 +118,20 @@ class LogBatch(_Message):
     records: Annotated[list[LogRecord], Field(min_length=1, max_length=MAX_LOG_BATCH)]
 
 
-AgentMessage = Annotated[Hello | Heartbeat | StatusReport | LogBatch, Field(discriminator="type")]
-AGENT_MESSAGE: Final[TypeAdapter[Hello | Heartbeat | StatusReport | LogBatch]] = TypeAdapter(
-    AgentMessage
-)
-AGENT_MESSAGE_TYPES: Final = frozenset({"hello", "heartbeat", "status", "log"})
+class CommandResult(_Message):
+    """The agent's answer to a ``command``."""
+
+    type: Literal["command_result"]
+    command_id: Annotated[str, Field(min_length=1, max_length=64)]
+    success: bool
+    result: Any = None
+    error: Annotated[str | None, Field(max_length=MAX_LOG_MESSAGE)] = None
+    execution_time: Annotated[float | None, Field(ge=0)] = None
+
+
+AnyAgentMessage = Hello | Heartbeat | StatusReport | LogBatch | CommandResult
+AgentMessage = Annotated[AnyAgentMessage, Field(discriminator="type")]
+AGENT_MESSAGE: Final[TypeAdapter[AnyAgentMessage]] = TypeAdapter(AgentMessage)
+AGENT_MESSAGE_TYPES: Final = frozenset({"hello", "heartbeat", "status", "log", "command_result"})
 
 LEVELS: Final = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

@@ -21,29 +21,50 @@ class Relay:
         self.live = live
         self.broker = broker
         self._tasks: set[asyncio.Task[None]] = set()
+        # On the agent's node: for each command delivered here, the node waiting for its answer.
+        self.reply_to: dict[str, str] = {}
 
     # -- to the agent ----------------------------------------------------------------------
 
     async def deliver(
-        self, agent_id: str, message: dict[str, Any], *, restart: bool = False
+        self,
+        agent_id: str,
+        message: dict[str, Any],
+        *,
+        restart: bool = False,
+        origin: str | None = None,
     ) -> bool:
-        """Send ``message`` to the agent's socket here or on its node; False if none holds it."""
-        if await self._deliver_here(agent_id, message, restart=restart):
+        """Send ``message`` to the agent's socket here or on its node; False if none holds it.
+
+        ``origin`` is the node that waits for the answer to a ``command``.
+        """
+        if await self._deliver_here(agent_id, message, restart=restart, origin=origin):
             return True
         node = await self.broker.presence(agent_id)
         if node is None or node == self.broker.node_id:
             return False
         await self.broker.send_to_node(
-            node, {"op": "agent_send", "agentId": agent_id, "message": message, "restart": restart}
+            node,
+            {
+                "op": "agent_send",
+                "agentId": agent_id,
+                "message": message,
+                "restart": restart,
+                "origin": origin,
+            },
         )
         return True
 
-    async def _deliver_here(self, agent_id: str, message: dict[str, Any], *, restart: bool) -> bool:
+    async def _deliver_here(
+        self, agent_id: str, message: dict[str, Any], *, restart: bool, origin: str | None
+    ) -> bool:
         live = self.live.get(agent_id)
         if live is None or not live.ready or live.closing:
             return False
         if restart:
             live.restart_requested = True
+        if origin is not None and "commandId" in message:
+            self.reply_to[str(message["commandId"])] = origin
         await live.send(message)
         return True
 
@@ -72,8 +93,12 @@ class Relay:
         op = message.get("op")
         agent_id = str(message.get("agentId"))
         if op == "agent_send":
+            origin = message.get("origin")
             delivered = await self._deliver_here(
-                agent_id, dict(message["message"]), restart=bool(message.get("restart"))
+                agent_id,
+                dict(message["message"]),
+                restart=bool(message.get("restart")),
+                origin=str(origin) if origin else None,
             )
             if not delivered:
                 log.warning("agent %s: routed message arrived after the agent left", agent_id)

@@ -17,9 +17,12 @@ from kai.agents.live import LiveAgent
 from kai.agents.models import Agent
 from kai.agents.protocol import (
     AGENT_MESSAGE,
+    AGENT_MESSAGE_TYPES,
     LEVELS,
     PROTOCOL_VERSION,
+    AnyAgentMessage,
     Close,
+    CommandResult,
     Heartbeat,
     Hello,
     LogBatch,
@@ -165,7 +168,7 @@ class AgentConnection:
         try:
             message = AGENT_MESSAGE.validate_python(data)
         except ValidationError as exc:
-            if isinstance(kind, str) and kind not in {"hello", "heartbeat", "status", "log"}:
+            if isinstance(kind, str) and kind not in AGENT_MESSAGE_TYPES:
                 await self._error(f"Unknown message type: {kind[:60]}")
             else:
                 problems = [
@@ -178,19 +181,24 @@ class AgentConnection:
             await self._error("Send hello first")
             return
         try:
-            if isinstance(message, Hello):
-                await self._hello(message)
-            elif isinstance(message, Heartbeat):
-                await self._heartbeat(message)
-            elif isinstance(message, StatusReport):
-                await self._status(message)
-            elif isinstance(message, LogBatch):
-                await self._logs(message)
+            await self._dispatch(message)
         except WebSocketDisconnect:
             raise  # the agent left while being answered: no failure of the handler
         except Exception:
             log.exception("agent %s: handling %s failed", self.agent_id, message.type)
             await self._error("Message handling failed", details="internal error")
+
+    async def _dispatch(self, message: AnyAgentMessage) -> None:
+        if isinstance(message, Hello):
+            await self._hello(message)
+        elif isinstance(message, Heartbeat):
+            await self._heartbeat(message)
+        elif isinstance(message, StatusReport):
+            await self._status(message)
+        elif isinstance(message, LogBatch):
+            await self._logs(message)
+        elif isinstance(message, CommandResult):
+            await self.hub.commands.answered(message)
 
     def _presence(self) -> dict[str, Any]:
         now = utcnow()

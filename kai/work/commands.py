@@ -1,0 +1,164 @@
+"""Commands: request and response with a deadline, routed to whichever node holds the agent.
+
+The node that took the request waits for the answer. The agent's node hands the answer back
+to it (directly, or through the broker). An answer after the deadline finds nobody waiting and
+is dropped: it can never reach another caller, whose command has another id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import update
+
+from kai.agents.protocol import CommandResult
+from kai.agents.relay import Relay
+from kai.agents.service import Registry, Viewer, effective_status
+from kai.db import Database, new_id, utcnow
+from kai.errors import BadRequest, Conflict, GatewayTimeout
+from kai.realtime.broker import Broker
+from kai.work.models import Command
+
+log = logging.getLogger("kai.work.commands")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    command_id: str
+    success: bool
+    result: Any
+    error: str | None
+    execution_time: float  # seconds, from the hub sending it to the answer
+
+
+class Commands:
+    def __init__(self, db: Database, *, registry: Registry, relay: Relay, broker: Broker) -> None:
+        self.db = db
+        self.registry = registry
+        self.relay = relay
+        self.broker = broker
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+
+    async def execute(
+        self,
+        viewer: Viewer,
+        agent_id: str,
+        *,
+        command: str,
+        parameters: dict[str, Any],
+        timeout: float,
+        expects_response: bool = True,
+        via: str = "rest",
+        command_id: str | None = None,
+    ) -> Outcome:
+        """Send ``command`` to the agent and wait up to ``timeout`` seconds for its answer."""
+        command_id = command_id or new_id()
+        async with self.db.session(write=False) as session:
+            agent = await self.registry.visible(session, viewer, agent_id)
+        if effective_status(agent, utcnow()) in ("offline", "restarting"):
+            raise Conflict("Agent is not connected")
+        declared = (agent.capabilities or {}).get("commands") or []
+        if command not in declared:
+            raise BadRequest(
+                f"Agent does not handle the command {command!r}", commands=sorted(declared)
+            )
+        async with self.db.session() as session:
+            session.add(
+                Command(
+                    id=command_id,
+                    agent_id=agent_id,
+                    user_id=viewer.user_id,
+                    command=command,
+                    parameters=parameters,
+                    via=via,
+                    status="pending",
+                    created_at=utcnow(),
+                )
+            )
+        waiter: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        if expects_response:
+            self._waiting[command_id] = waiter
+        started = time.perf_counter()
+        message = {
+            "type": "command",
+            "commandId": command_id,
+            "command": command,
+            "params": parameters,
+        }
+        try:
+            delivered = await self.relay.deliver(agent_id, message, origin=self.broker.node_id)
+            if not delivered:
+                await self._finish(command_id, status="failed", error="Agent is not connected")
+                raise Conflict("Agent is not connected")
+            if not expects_response:
+                await self._finish(command_id, status="sent")
+                return Outcome(command_id, True, None, None, time.perf_counter() - started)
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                await self._finish(
+                    command_id, status="timeout", error=f"No answer within {timeout:g} s"
+                )
+                raise GatewayTimeout(
+                    f"The agent did not answer within {timeout:g} s", commandId=command_id
+                ) from None
+        finally:
+            self._waiting.pop(command_id, None)
+        elapsed = time.perf_counter() - started
+        await self._finish(
+            command_id,
+            status="succeeded" if answer.success else "failed",
+            result=answer.result,
+            error=answer.error,
+            execution_time=elapsed,
+        )
+        return Outcome(command_id, answer.success, answer.result, answer.error, elapsed)
+
+    async def _finish(
+        self,
+        command_id: str,
+        *,
+        status: str,
+        result: Any = None,
+        error: str | None = None,
+        execution_time: float | None = None,
+    ) -> None:
+        async with self.db.session() as session:
+            await session.execute(
+                update(Command)
+                .where(Command.id == command_id, Command.status == "pending")
+                .values(
+                    status=status,
+                    result=result,
+                    error=error,
+                    execution_time=execution_time,
+                    completed_at=utcnow(),
+                )
+            )
+
+    # -- the agent's side ------------------------------------------------------------------
+
+    async def answered(self, answer: CommandResult) -> None:
+        """An agent answered: hand the answer to the node waiting for it."""
+        origin = self.relay.reply_to.pop(answer.command_id, self.broker.node_id)
+        if origin == self.broker.node_id:
+            self._resolve(answer)
+            return
+        await self.broker.send_to_node(
+            origin, {"op": "command_result", "answer": answer.model_dump(by_alias=True)}
+        )
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "command_result":
+            self._resolve(CommandResult.model_validate(message["answer"]))
+
+    def _resolve(self, answer: CommandResult) -> None:
+        waiter = self._waiting.get(answer.command_id)
+        if waiter is None or waiter.done():
+            log.info("late or unknown answer to command %s dropped", answer.command_id)
+            return
+        waiter.set_result(answer)

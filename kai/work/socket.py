@@ -1,0 +1,93 @@
+"""``command_execute`` on the client WebSocket: acknowledged at once, answered later."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kai.agents.service import Viewer
+from kai.auth import rbac
+from kai.auth.rbac import Role
+from kai.db import new_id
+from kai.errors import KaiError
+from kai.hub import Hub
+from kai.realtime.connection import ClientConnection
+from kai.realtime.handlers import BadMessage, Handler
+
+
+def command_execute(hub: Hub) -> Handler:
+    """The handler of ``{"type": "command_execute", "data": {"command", "params"}}``."""
+
+    async def handle(conn: ClientConnection, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if not isinstance(data, dict):
+            raise BadMessage("command_execute needs data: {command, params}")
+        command = data.get("command")
+        params = data.get("params") if data.get("params") is not None else {}
+        if not isinstance(command, str) or not 0 < len(command) <= 200:
+            raise BadMessage("data.command must be a command name")
+        if not isinstance(params, dict):
+            raise BadMessage("data.params must be an object")
+        granted = rbac.allowed(conn.who.role, "agents:command")
+        hub.audit.permission(
+            "agents:command",
+            granted=granted,
+            user_id=conn.who.user_id,
+            resource=f"WS /ws/agents/{conn.agent_id} command_execute",
+        )
+        if not granted:
+            raise BadMessage("Insufficient permissions: agents:command")
+        command_id = new_id()
+        conn.send({"type": "command_acknowledged", "commandId": command_id})
+        viewer = Viewer(conn.who.user_id, conn.who.role == Role.ADMIN)
+        hub.relay.spawn(_run(hub, conn, viewer, command_id, command, params))
+
+    return handle
+
+
+async def _run(
+    hub: Hub,
+    conn: ClientConnection,
+    viewer: Viewer,
+    command_id: str,
+    command: str,
+    params: dict[str, Any],
+) -> None:
+    try:
+        outcome = await hub.commands.execute(
+            viewer,
+            conn.agent_id,
+            command=command,
+            parameters=params,
+            timeout=hub.settings.command_timeout,
+            via="ws",
+            command_id=command_id,
+        )
+    except KaiError as exc:
+        conn.send({"type": "command_error", "commandId": command_id, "error": exc.detail})
+        return
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        conn.send(
+            {"type": "command_error", "commandId": command_id, "error": "Command handling failed"}
+        )
+        raise
+    if outcome.success:
+        conn.send(
+            {
+                "type": "command_result",
+                "commandId": command_id,
+                "result": outcome.result,
+                "success": True,
+                "executionTime": round(outcome.execution_time, 6),
+            }
+        )
+    else:
+        conn.send(
+            {
+                "type": "command_error",
+                "commandId": command_id,
+                "error": outcome.error or "Command failed",
+            }
+        )
