@@ -84,6 +84,7 @@ class ClientConnection:
         self._buffer: list[Event] | None = None
         self._closing: tuple[int, str] | None = None
         self.closed_here = False
+        self.ended = False  # the client is gone: late answers (a command's, say) go nowhere
         self.sent = 0
         self.dropped = False
 
@@ -189,7 +190,7 @@ class ClientConnection:
     # -- sending -------------------------------------------------------------------------------
 
     def _put(self, item: Any) -> None:
-        if self._closing is not None:
+        if self._closing is not None or self.ended:
             return
         if self._queue is None:
             self._queue = deque()
@@ -231,6 +232,7 @@ class ClientConnection:
                 raise
             self._reader.uncancel()  # the writer closed the socket: a normal end
         finally:
+            self.ended = True
             self._reader = None
             writer = self._writer
             if writer is not None and writer is not asyncio.current_task():
