@@ -22,7 +22,8 @@ class Relay:
         self.broker = broker
         self._tasks: set[asyncio.Task[None]] = set()
         # On the agent's node: for each command delivered here, the node waiting for its answer.
-        self.reply_to: dict[str, str] = {}
+        # command id -> (the agent it went to, the node waiting for its answer)
+        self.reply_to: dict[str, tuple[str, str]] = {}
 
     # -- to the agent ----------------------------------------------------------------------
 
@@ -64,9 +65,14 @@ class Relay:
         if restart:
             live.restart_requested = True
         if origin is not None and "commandId" in message:
-            self.reply_to[str(message["commandId"])] = origin
+            self.reply_to[str(message["commandId"])] = (agent_id, origin)
         await live.send(message)
         return True
+
+    def forget_agent(self, agent_id: str) -> None:
+        """The agent's socket is gone: nobody here will answer its commands any more."""
+        for command_id in [c for c, (a, _) in self.reply_to.items() if a == agent_id]:
+            del self.reply_to[command_id]
 
     async def close(self, agent_id: str, code: int, reason: str) -> None:
         """Close the agent's socket wherever it is."""

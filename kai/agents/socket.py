@@ -128,7 +128,8 @@ class AgentConnection:
             log.exception("agent %s: connection failed", self.agent_id)
             await self.live.close(Close.SERVER_ERROR, "Internal error")
         finally:
-            self.hub.live.detach(self.live)
+            if self.hub.live.detach(self.live):
+                self.hub.relay.forget_agent(self.agent_id)
             await self._went_away(close_code)
 
     async def _receive_loop(self) -> int | None:
@@ -198,7 +199,7 @@ class AgentConnection:
         elif isinstance(message, LogBatch):
             await self._logs(message)
         elif isinstance(message, CommandResult):
-            await self.hub.commands.answered(message)
+            await self.hub.commands.answered(self.agent_id, message)
 
     def _presence(self) -> dict[str, Any]:
         now = utcnow()

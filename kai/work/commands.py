@@ -42,6 +42,7 @@ class Commands:
         self.relay = relay
         self.broker = broker
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+        self._agents: dict[str, str] = {}  # command id -> agent, for the commands waited on here
 
     async def execute(
         self,
@@ -82,6 +83,7 @@ class Commands:
         waiter: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         if expects_response:
             self._waiting[command_id] = waiter
+            self._agents[command_id] = agent_id
         started = time.perf_counter()
         message = {
             "type": "command",
@@ -108,6 +110,10 @@ class Commands:
                 ) from None
         finally:
             self._waiting.pop(command_id, None)
+            # An agent here that never answers must not leave its entry behind; a late answer
+            # then resolves nothing here, and is dropped all the same.
+            self.relay.reply_to.pop(command_id, None)
+            self._agents.pop(command_id, None)
         elapsed = time.perf_counter() - started
         await self._finish(
             command_id,
@@ -142,9 +148,21 @@ class Commands:
 
     # -- the agent's side ------------------------------------------------------------------
 
-    async def answered(self, answer: CommandResult) -> None:
+    async def answered(self, agent_id: str, answer: CommandResult) -> None:
         """An agent answered: hand the answer to the node waiting for it."""
-        origin = self.relay.reply_to.pop(answer.command_id, self.broker.node_id)
+        sent = self.relay.reply_to.get(answer.command_id)
+        if sent is not None and sent[0] != agent_id:
+            log.warning("agent %s answered a command sent to another agent; dropped", agent_id)
+            return
+        self.relay.reply_to.pop(answer.command_id, None)
+        origin = sent[1] if sent is not None else self.broker.node_id
+        if sent is None:
+            # Not sent from here (or already given up on): only a waiter on this node may
+            # still want it, and only if the command went to this very agent.
+            waiter_agent = self._agents.get(answer.command_id)
+            if waiter_agent != agent_id:
+                log.info("answer to unknown command %s dropped", answer.command_id)
+                return
         if origin == self.broker.node_id:
             self._resolve(answer)
             return
