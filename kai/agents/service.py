@@ -355,7 +355,16 @@ class Registry:
         async with self.db.session() as session:
             expired = await store.expire_presence(session, now)
         for agent_id in expired:
-            await self.relay.status(agent_id, status="offline", health="unknown", at=now)
+            # What is announced is the state as it is now: the agent may already be back on
+            # another node, whose "online" must not be followed by a stale "offline".
+            current = await self.status_event(agent_id)
+            await self.relay.status(
+                agent_id,
+                status=current["status"],
+                health=current["health"],
+                message=current["statusMessage"],
+                at=current["timestamp"],
+            )
         return expired
 
     async def prune_logs(self, *, older_than: timedelta) -> int:
