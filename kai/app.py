@@ -47,8 +47,11 @@ from kai.realtime.clients import Clients
 from kai.realtime.handlers import default_handlers
 from kai.realtime.redis_broker import RedisBroker
 from kai.work import routes as work_routes
+from kai.work import stream_routes
 from kai.work.commands import Commands
 from kai.work.socket import command_execute
+from kai.work.streams import Streams
+from kai.work.tasks import Tasks
 
 log = logging.getLogger("kai")
 
@@ -118,6 +121,8 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         ws_handlers=default_handlers(),
         ws_limiter=limiter,
         commands=Commands(db, registry=registry, relay=relay, broker=broker),
+        tasks=Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live),
+        streams=Streams(settings, db, registry=registry, relay=relay, broker=broker),
         node_id=node_id,
     )
 
@@ -127,10 +132,13 @@ async def start_hub(hub: Hub) -> None:
     hub.broker.on_message(hub.clients.on_broker_message)
     hub.broker.on_message(hub.relay.on_broker_message)
     hub.broker.on_message(hub.commands.on_broker_message)
+    hub.broker.on_message(hub.tasks.on_broker_message)
+    hub.broker.on_message(hub.streams.on_broker_message)
     hub.ws_handlers.register("command_execute", command_execute(hub))
     await hub.broker.start()
     hub.audit.start()
     hub.agents.log_writer.start()
+    hub.streams.writer.start()
 
 
 def hosted_agents(settings: Settings) -> list[HostedAgent]:
@@ -152,6 +160,13 @@ def start_loops(hub: Hub) -> Loops:
     loops.start(
         "presence-reaper", every=settings.agent_heartbeat_interval, work=hub.agents.expire_presence
     )
+    loops.start(
+        "task-dispatch", every=settings.task_dispatch_interval, work=hub.tasks.dispatch_waiting
+    )
+    loops.start(
+        "lease-reaper", every=min(5.0, settings.task_lease_seconds / 3), work=hub.tasks.reap
+    )
+    loops.start("stream-expiry", every=min(600.0, settings.stream_ttl / 4), work=hub.streams.prune)
     retention = timedelta(days=settings.log_retention_days)
     loops.start(
         "log-retention",
@@ -168,6 +183,7 @@ async def close_hub(hub: Hub) -> None:
     await hub.relay.drain()
     await hub.broker.close()
     await hub.agents.log_writer.close()
+    await hub.streams.writer.close()
     await hub.audit.close()
     await hub.outbox.drain()
     await hub.db.dispose()
@@ -212,6 +228,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agent_socket.router)
     app.include_router(realtime_routes.router)
     app.include_router(work_routes.router)
+    app.include_router(work_routes.tasks_router)
+    app.include_router(stream_routes.router)
     return app
 
 

@@ -112,6 +112,20 @@ class Settings(BaseSettings):
     command_timeout: float = Field(default=30.0, gt=0, le=300, description="Default, s")
     command_max_timeout: float = Field(default=300.0, gt=0, description="Longest allowed, s")
 
+    task_lease_seconds: float = Field(
+        default=30.0, gt=0, description="A running task goes back to the queue after this, s"
+    )
+    task_max_attempts: int = Field(default=3, ge=1, le=100, description="Default per task")
+    task_dispatch_interval: float = Field(
+        default=1.0, gt=0, description="How often queues are checked besides their wake-ups, s"
+    )
+    stream_ttl: float = Field(
+        default=3600.0, gt=0, description="How long a stream can be read back, s"
+    )
+    stream_flush_interval: float = Field(default=0.1, gt=0, description="Chunk writes, s")
+    upload_max_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Per file")
+    upload_quota_bytes: int = Field(default=1024**3, gt=0, description="Stored files per user")
+
     event_window_count: int = Field(default=1000, gt=0, description="Events kept per agent")
     event_window_age: float = Field(default=3600.0, gt=0, description="Seconds events are kept")
     ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)

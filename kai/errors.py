@@ -56,6 +56,10 @@ class Conflict(KaiError):
     status = 409
 
 
+class Gone(KaiError):
+    status = 410
+
+
 class PayloadTooLarge(KaiError):
     status = 413
 

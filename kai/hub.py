@@ -19,6 +19,8 @@ from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers
 from kai.work.commands import Commands
+from kai.work.streams import Streams
+from kai.work.tasks import Tasks
 
 
 @dataclass(slots=True)
@@ -37,6 +39,8 @@ class Hub:
     ws_handlers: Handlers
     ws_limiter: Limiter
     commands: Commands
+    tasks: Tasks
+    streams: Streams
     node_id: str = field(default_factory=new_id)
 
 

@@ -31,6 +31,9 @@ class LiveAgent:
     ready: bool = False
     closing: bool = False
     restart_requested: bool = False
+    # From the agent's hello: what work it takes.
+    max_concurrency: int = 1
+    task_types: frozenset[str] = frozenset()
 
     async def send(self, message: dict[str, Any]) -> None:
         self.messages_out += 1

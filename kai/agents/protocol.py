@@ -129,9 +129,75 @@ class CommandResult(_Message):
     execution_time: Annotated[float | None, Field(ge=0)] = None
 
 
-AnyAgentMessage = Hello | Heartbeat | StatusReport | LogBatch | CommandResult
+WorkId = Annotated[str, Field(min_length=1, max_length=64)]
+MAX_CHUNK: Final = 256 * 1024
+
+
+class TaskProgress(_Message):
+    """How far the agent is with a task."""
+
+    type: Literal["task_progress"]
+    task_id: WorkId
+    progress: Annotated[float, Field(ge=0, le=1)]
+    message: Annotated[Text, Field(max_length=500)] | None = None
+
+
+class TaskResult(_Message):
+    """How a task ended on the agent. ``attempt`` (from the ``task`` message) lets the hub
+    take the result only from the attempt that holds the task."""
+
+    type: Literal["task_result"]
+    task_id: WorkId
+    success: bool
+    result: Any = None
+    error: Annotated[Text | None, Field(max_length=MAX_LOG_MESSAGE)] = None
+    attempt: Annotated[int | None, Field(ge=1)] = None
+
+
+class StreamChunk(_Message):
+    """One piece of a prompt stream's answer; ``index`` counts from 0 with no gap."""
+
+    type: Literal["stream_chunk"]
+    stream_id: WorkId
+    index: Annotated[int, Field(ge=0)]
+    chunk: Annotated[Text, Field(max_length=MAX_CHUNK)]
+
+
+class StreamEnd(_Message):
+    """The end of a prompt stream, after its last chunk."""
+
+    type: Literal["stream_end"]
+    stream_id: WorkId
+    status: Literal["completed", "failed", "cancelled"]
+    chunks: Annotated[int | None, Field(ge=0)] = None
+    error: Annotated[Text | None, Field(max_length=MAX_LOG_MESSAGE)] = None
+
+
+AnyAgentMessage = (
+    Hello
+    | Heartbeat
+    | StatusReport
+    | LogBatch
+    | CommandResult
+    | TaskProgress
+    | TaskResult
+    | StreamChunk
+    | StreamEnd
+)
 AgentMessage = Annotated[AnyAgentMessage, Field(discriminator="type")]
 AGENT_MESSAGE: Final[TypeAdapter[AnyAgentMessage]] = TypeAdapter(AgentMessage)
-AGENT_MESSAGE_TYPES: Final = frozenset({"hello", "heartbeat", "status", "log", "command_result"})
+AGENT_MESSAGE_TYPES: Final = frozenset(
+    {
+        "hello",
+        "heartbeat",
+        "status",
+        "log",
+        "command_result",
+        "task_progress",
+        "task_result",
+        "stream_chunk",
+        "stream_end",
+    }
+)
 
 LEVELS: Final = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

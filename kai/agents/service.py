@@ -102,6 +102,11 @@ class Registry:
             raise NotFound(AGENT_NOT_FOUND)
         return agent
 
+    async def sees(self, session: AsyncSession, viewer: Viewer, agent_id: str) -> bool:
+        """Whether ``viewer`` may see the agent (and so its work)."""
+        agent = await store.get(session, agent_id)
+        return agent is not None and (viewer.is_admin or agent.owner_id == viewer.user_id)
+
     async def list_visible(self, session: AsyncSession, viewer: Viewer) -> list[Agent]:
         owner = None if viewer.is_admin else viewer.user_id
         return list(await store.visible(session, owner_id=owner))

@@ -27,6 +27,10 @@ from kai.agents.protocol import (
     Hello,
     LogBatch,
     StatusReport,
+    StreamChunk,
+    StreamEnd,
+    TaskProgress,
+    TaskResult,
 )
 from kai.auth.tokens import digest
 from kai.db import new_id, utcnow
@@ -130,6 +134,7 @@ class AgentConnection:
         finally:
             if self.hub.live.detach(self.live):
                 self.hub.relay.forget_agent(self.agent_id)
+                await self._end_streams()
             await self._went_away(close_code)
 
     async def _receive_loop(self) -> int | None:
@@ -200,6 +205,18 @@ class AgentConnection:
             await self._logs(message)
         elif isinstance(message, CommandResult):
             await self.hub.commands.answered(self.agent_id, message)
+        elif isinstance(message, TaskProgress):
+            await self.hub.tasks.progressed(self.agent_id, self.live.connection_id, message)
+        elif isinstance(message, TaskResult):
+            await self.hub.tasks.finished(self.agent_id, message)
+        elif isinstance(message, StreamChunk):
+            refused = await self.hub.streams.chunk(self.agent_id, message)
+            if refused is not None:
+                await self._error(refused, streamId=message.stream_id)
+        elif isinstance(message, StreamEnd):
+            refused = await self.hub.streams.ended(self.agent_id, message)
+            if refused is not None:
+                await self._error(refused, streamId=message.stream_id)
 
     def _presence(self) -> dict[str, Any]:
         now = utcnow()
@@ -235,11 +252,15 @@ class AgentConnection:
         if not updated:
             return  # a newer connection took over meanwhile
         self.first_connection = False
+        self.live.max_concurrency = hello.max_concurrency
+        self.live.task_types = frozenset(hello.task_types)
         # Ready before anyone hears it is online: work sent on that news must find it.
         self.hub.live.mark_ready(self.live)
         await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
         await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
         await self.hub.relay.status(self.agent_id, status="online", health="healthy", at=now)
+        if self.live.task_types:
+            await self.hub.tasks.wake(self.agent_id)
         log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
 
     async def _heartbeat(self, beat: Heartbeat) -> None:
@@ -259,6 +280,8 @@ class AgentConnection:
                 session, self.agent_id, self.live.connection_id, **values
             )
         await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
+        if updated and self.live.task_types:
+            await self.hub.tasks.renew(self.agent_id, self.live.connection_id)
         if updated and changed:
             await self.hub.relay.status(
                 self.agent_id,
@@ -317,6 +340,12 @@ class AgentConnection:
             for record in batch.records
         ]
         await self.hub.agents.record_logs(self.agent_id, rows)
+
+    async def _end_streams(self) -> None:
+        try:
+            await self.hub.streams.agent_left(self.agent_id)
+        except Exception:
+            log.exception("agent %s: could not end its streams", self.agent_id)
 
     async def _went_away(self, code: int | None) -> None:
         """Record that this connection ended, unless a newer one already took over."""

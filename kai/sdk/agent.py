@@ -429,8 +429,9 @@ class Agent:
         task_id = str(message.get("taskId"))
         task_type = str(message.get("taskType"))
         handler = self.tasks.get(task_type)
-        ctx = TaskContext(task_id, task_type, int(message.get("attempt", 1)), self.send)
-        reply: dict[str, Any] = {"type": "task_result", "taskId": task_id}
+        attempt = int(message.get("attempt", 1))
+        ctx = TaskContext(task_id, task_type, attempt, self.send)
+        reply: dict[str, Any] = {"type": "task_result", "taskId": task_id, "attempt": attempt}
         async with self._slots:
             started = time.perf_counter()
             if handler is None:

@@ -1,0 +1,400 @@
+"""Prompt streams: a prompt handed to an agent, its answer relayed chunk by chunk.
+
+Each chunk is published at once as a ``stream_chunk`` event on the agent's event log (so every
+watcher of the agent, on any node, sees it) and stored in batches. The end is stored only after
+every chunk before it, then published as a last ``stream_chunk`` with ``done: true``: a reader
+that sees the end finds all the chunks in the database. A stream can be read as Server-Sent
+Events, live or replayed from any index, until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.agents.protocol import StreamChunk as ChunkMessage
+from kai.agents.protocol import StreamEnd
+from kai.agents.relay import Relay
+from kai.agents.service import Registry, Viewer, effective_status
+from kai.batch import BatchWriter
+from kai.config import Settings
+from kai.db import Database, new_id, utcnow
+from kai.errors import BadRequest, Conflict, Gone, NotFound
+from kai.realtime.broker import Broker
+from kai.realtime.events import Event
+from kai.work.models import Stream, StreamChunk
+
+log = logging.getLogger("kai.work.streams")
+
+STREAM_NOT_FOUND = "Stream not found"
+ACTIVE = ("pending", "running")
+READ_BATCH = 500
+KEEPALIVE = 15.0
+
+
+@dataclass(slots=True)
+class _Active:
+    """A stream whose chunks arrive on this node."""
+
+    agent_id: str
+    next_index: int = 0
+    cancelled: bool = False
+
+
+class Streams:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        registry: Registry,
+        relay: Relay,
+        broker: Broker,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.relay = relay
+        self.broker = broker
+        self.writer: BatchWriter[dict[str, Any]] = BatchWriter(
+            "stream-chunks",
+            self._write_chunks,
+            interval=settings.stream_flush_interval,
+            batch_size=2000,
+        )
+        self._active: dict[str, _Active] = {}
+        self.chunks_relayed = 0
+
+    async def _write_chunks(self, rows: list[dict[str, Any]]) -> None:
+        async with self.db.session() as session:
+            await session.execute(insert(StreamChunk), rows)
+
+    # -- people's side -----------------------------------------------------------------------
+
+    async def open(
+        self,
+        viewer: Viewer,
+        agent_id: str,
+        *,
+        prompt: str,
+        context: dict[str, Any],
+        options: dict[str, Any],
+    ) -> Stream:
+        """Record the stream and hand the prompt to the agent's stream handler."""
+        async with self.db.session(write=False) as session:
+            agent = await self.registry.visible(session, viewer, agent_id)
+        if effective_status(agent, utcnow()) in ("offline", "restarting"):
+            raise Conflict("Agent is not connected")
+        if not (agent.capabilities or {}).get("streaming"):
+            raise BadRequest("Agent does not take prompt streams")
+        now = utcnow()
+        stream = Stream(
+            id=new_id(),
+            agent_id=agent_id,
+            user_id=viewer.user_id,
+            prompt=prompt,
+            context=context,
+            options=options,
+            status="pending",
+            chunks=0,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self.settings.stream_ttl),
+        )
+        async with self.db.session() as session:
+            session.add(stream)
+        message = {
+            "type": "prompt",
+            "streamId": stream.id,
+            "prompt": prompt,
+            "context": context,
+            "options": options,
+        }
+        if not await self.relay.deliver(agent_id, message):
+            await self._end(stream.id, agent_id, status="failed", error="Agent is not connected")
+            raise Conflict("Agent is not connected")
+        return stream
+
+    async def visible(self, session: AsyncSession, viewer: Viewer, stream_id: str) -> Stream:
+        """The stream, if ``viewer`` may see its agent; otherwise 404 (410 once expired)."""
+        stream = await session.get(Stream, stream_id)
+        if stream is None or not await self.registry.sees(session, viewer, stream.agent_id):
+            raise NotFound(STREAM_NOT_FOUND)
+        if stream.expires_at <= utcnow():
+            raise Gone("Stream expired", expiresAt=stream.expires_at)
+        return stream
+
+    async def cancel(self, viewer: Viewer, stream_id: str) -> tuple[Stream, str]:
+        """Stop a stream: it ends ``cancelled`` now and its agent is told to stop generating."""
+        async with self.db.session() as session:
+            await self.visible(session, viewer, stream_id)
+            stream = await session.scalar(
+                select(Stream)
+                .where(Stream.id == stream_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if stream is None:
+                raise NotFound(STREAM_NOT_FOUND)
+            previous = stream.status
+            if previous not in ACTIVE:
+                raise Conflict(f"Stream already {previous}", currentStatus=previous)
+            stream.status = "cancelled"
+            stream.completed_at = utcnow()
+        await self.broker.broadcast({"op": "stream_cancelled", "streamId": stream_id})
+        await self.relay.deliver(stream.agent_id, {"type": "cancel", "id": stream_id})
+        await self._publish_end(stream.agent_id, stream_id, "cancelled", None, None)
+        return stream, previous
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "stream_cancelled":
+            active = self._active.get(str(message.get("streamId")))
+            if active is not None:
+                active.cancelled = True
+
+    # -- the agent's side --------------------------------------------------------------------
+
+    async def chunk(self, agent_id: str, message: ChunkMessage) -> str | None:
+        """Relay and store one chunk; an error for the agent when it cannot be taken."""
+        active = self._active.get(message.stream_id)
+        if active is None:
+            active = await self._adopt(agent_id, message.stream_id)
+            if active is None:
+                return "Unknown stream"
+        if active.agent_id != agent_id:
+            return "Unknown stream"
+        if active.cancelled:
+            return None  # the agent has not heard of the cancel yet: drop quietly
+        if message.index != active.next_index:
+            return f"Chunk out of order: expected index {active.next_index}"
+        active.next_index += 1
+        self.writer.record(
+            {"stream_id": message.stream_id, "index": message.index, "chunk": message.chunk}
+        )
+        self.chunks_relayed += 1
+        await self.relay.publish(
+            agent_id,
+            {
+                "type": "stream_chunk",
+                "streamId": message.stream_id,
+                "index": message.index,
+                "chunk": message.chunk,
+                "done": False,
+            },
+        )
+        return None
+
+    async def _adopt(self, agent_id: str, stream_id: str) -> _Active | None:
+        """The first chunk of a stream on this node: check it is this agent's and running."""
+        async with self.db.session() as session:
+            stream = await session.get(Stream, stream_id)
+            if stream is None or stream.agent_id != agent_id or stream.status not in ACTIVE:
+                return None
+            stream.status = "running"
+            active = _Active(agent_id, next_index=stream.chunks)
+        self._active[stream_id] = active
+        return active
+
+    async def ended(self, agent_id: str, message: StreamEnd) -> str | None:
+        active = self._active.get(message.stream_id)
+        if active is not None and active.agent_id != agent_id:
+            return "Unknown stream"
+        error = message.error if message.status != "completed" else None
+        if not await self._end(message.stream_id, agent_id, status=message.status, error=error):
+            return None if active is not None else "Unknown stream"
+        return None
+
+    async def _end(self, stream_id: str, agent_id: str, *, status: str, error: str | None) -> bool:
+        """Store the end after every chunk before it, then publish it; False if it had ended."""
+        active = self._active.pop(stream_id, None)
+        await self.writer.flush()
+        now = utcnow()
+        async with self.db.session() as session:
+            stream = await session.scalar(
+                select(Stream)
+                .where(Stream.id == stream_id, Stream.agent_id == agent_id)
+                .with_for_update()
+            )
+            if stream is None:
+                return False
+            if active is not None:
+                stream.chunks = active.next_index
+            chunks = stream.chunks
+            if stream.status not in ACTIVE:
+                return False  # cancelled meanwhile (its count is now right too)
+            stream.status = status
+            stream.error = error
+            stream.completed_at = now
+        await self._publish_end(agent_id, stream_id, status, chunks, error)
+        return True
+
+    async def _publish_end(
+        self, agent_id: str, stream_id: str, status: str, chunks: int | None, error: str | None
+    ) -> None:
+        event: dict[str, Any] = {
+            "type": "stream_chunk",
+            "streamId": stream_id,
+            "index": chunks,
+            "chunk": "",
+            "done": True,
+            "status": status,
+        }
+        if error:
+            event["error"] = error
+        await self.relay.publish(agent_id, event)
+
+    async def agent_left(self, agent_id: str) -> None:
+        """The agent's connection here ended: its unfinished streams end ``failed``."""
+        for stream_id in [s for s, a in self._active.items() if a.agent_id == agent_id]:
+            await self._end(stream_id, agent_id, status="failed", error="Agent disconnected")
+        async with self.db.session(write=False) as session:
+            waiting = list(
+                await session.scalars(
+                    select(Stream.id).where(Stream.agent_id == agent_id, Stream.status == "pending")
+                )
+            )
+        for stream_id in waiting:
+            await self._end(stream_id, agent_id, status="failed", error="Agent disconnected")
+
+    async def prune(self) -> int:
+        """Forget streams past their expiry (their chunks go with them)."""
+        async with self.db.session() as session:
+            result = await session.execute(delete(Stream).where(Stream.expires_at < utcnow()))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def chunks_from(self, stream_id: str, start: int, limit: int) -> list[StreamChunk]:
+        async with self.db.session(write=False) as session:
+            rows = await session.scalars(
+                select(StreamChunk)
+                .where(StreamChunk.stream_id == stream_id, StreamChunk.index >= start)
+                .order_by(StreamChunk.index)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def state(self, stream_id: str) -> Stream | None:
+        async with self.db.session(write=False) as session:
+            return await session.get(Stream, stream_id)
+
+    async def follow(self, stream: Stream, start: int) -> AsyncIterator[str]:
+        """The stream from chunk ``start`` as Server-Sent Events: stored chunks first, then
+        live ones, then its end. Comments keep an idle connection open."""
+        reader = _Reader(self, stream, start)
+        await self.broker.subscribe(stream.agent_id, reader.listen)
+        try:
+            async for text in reader.run():
+                yield text
+        finally:
+            await self.broker.unsubscribe(stream.agent_id, reader.listen)
+
+
+def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {orjson.dumps(data).decode()}\n\n"
+
+
+class _Reader:
+    """One SSE reader: merges stored chunks and live events into one gap-free sequence."""
+
+    def __init__(self, streams: Streams, stream: Stream, start: int) -> None:
+        self.streams = streams
+        self.stream_id = stream.id
+        self.next = start
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def listen(self, event: Event) -> None:
+        if self.stream_id in event.text:  # cheap test before parsing
+            message = event.message
+            if message.get("type") == "stream_chunk" and message.get("streamId") == self.stream_id:
+                self.queue.put_nowait(message)
+
+    def _chunk(self, index: int, chunk: str) -> str:
+        self.next = index + 1
+        data = {"streamId": self.stream_id, "index": index, "chunk": chunk}
+        return sse("chunk", data, index)
+
+    async def _stored(self) -> AsyncIterator[str]:
+        while True:
+            rows = await self.streams.chunks_from(self.stream_id, self.next, READ_BATCH)
+            for row in rows:
+                if row.index != self.next:
+                    break
+                yield self._chunk(row.index, row.chunk)
+            for text in self._drain_pending():
+                yield text
+            if len(rows) < READ_BATCH:
+                return
+
+    def _drain_pending(self) -> list[str]:
+        out = []
+        while self.next in self.pending:
+            message = self.pending.pop(self.next)
+            out.append(self._chunk(self.next, str(message.get("chunk", ""))))
+        self.pending = {i: m for i, m in self.pending.items() if i >= self.next}
+        return out
+
+    async def _end(self) -> str | None:
+        """The end event, if the stream has ended and every chunk was sent."""
+        stream = await self.streams.state(self.stream_id)
+        if stream is None:
+            return sse("end", {"streamId": self.stream_id, "status": "failed", "chunks": self.next})
+        if stream.status in ACTIVE:
+            return None
+        if stream.status != "cancelled" and self.next < stream.chunks:
+            return None
+        data = {"streamId": self.stream_id, "status": stream.status, "chunks": self.next}
+        if stream.error:
+            data["error"] = stream.error
+        return sse("end", data)
+
+    async def run(self) -> AsyncIterator[str]:
+        check = True  # read the database: at the start, at the end, and to fill a gap
+        while True:
+            if check:
+                async for text in self._stored():
+                    yield text
+                end = await self._end()
+                if end is not None:
+                    yield end
+                    return
+            out, came, ended = await self._live()
+            for text in out:
+                yield text
+            if not came and not self.pending:
+                yield ": keepalive\n\n"
+            check = ended or bool(self.pending) or not came
+
+    async def _live(self) -> tuple[list[str], bool, bool]:
+        """Live chunks in order; whether anything came in time; whether the end came."""
+        timeout = self.streams.settings.stream_flush_interval * 3 if self.pending else KEEPALIVE
+        try:
+            first = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return [], False, False
+        batch = [first]
+        while not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        out: list[str] = []
+        ended = False
+        for message in batch:
+            index = message.get("index")
+            if message.get("done"):
+                ended = True  # the caller reads the end from the database
+            elif not isinstance(index, int) or index < self.next:
+                continue
+            elif index == self.next:
+                out.append(self._chunk(index, str(message.get("chunk", ""))))
+                out.extend(self._drain_pending())
+            else:
+                self.pending[index] = message
+        return out, True, ended

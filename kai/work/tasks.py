@@ -1,0 +1,474 @@
+"""Durable tasks: a per-agent priority queue in the database, pushed to the agent under leases.
+
+A task is committed before anyone hears of it. The node holding the agent's socket claims as
+many queued tasks as the agent has free slots (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on
+SQLite every write transaction is the single writer), marks them running under a lease owned by
+that connection, and sends them. Heartbeats renew the leases; a lease that runs out puts the task
+back in the queue with one more attempt counted, or fails it once ``maxAttempts`` are spent. A
+result counts only from the attempt that holds the task, so a stale attempt can never overwrite
+a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.agents.live import LiveAgents
+from kai.agents.models import Agent
+from kai.agents.protocol import TaskProgress, TaskResult
+from kai.agents.relay import Relay
+from kai.agents.service import Registry, Viewer
+from kai.config import Settings
+from kai.db import Database, new_id, utcnow
+from kai.errors import BadRequest, Conflict, NotFound
+from kai.realtime.broker import Broker
+from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
+
+log = logging.getLogger("kai.work.tasks")
+
+TASK_NOT_FOUND = "Task not found"
+DURATION_SAMPLE = 20  # recent tasks whose durations make the estimates
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Where a task stands in its agent's queue and when it should start and end."""
+
+    queue_position: int | None
+    estimated_start: datetime | None
+    estimated_completion: datetime | None
+
+
+def request_digest(task_type: str, parameters: dict[str, Any], priority: int, attempts: int) -> str:
+    """What a retried create must repeat exactly to be the same request."""
+    body = {"taskType": task_type, "parameters": parameters, "priority": priority, "max": attempts}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Tasks:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        registry: Registry,
+        relay: Relay,
+        broker: Broker,
+        live: LiveAgents,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.relay = relay
+        self.broker = broker
+        self.live = live
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.dispatched = 0
+        self.requeued = 0
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.task_lease_seconds)
+
+    # -- people's side -----------------------------------------------------------------------
+
+    async def create(
+        self,
+        viewer: Viewer,
+        agent_id: str,
+        *,
+        task_type: str,
+        parameters: dict[str, Any],
+        priority: str,
+        idempotency_key: str | None,
+        max_attempts: int | None,
+    ) -> tuple[Task, bool]:
+        """Queue a task (committed on return); ``True`` second when a retried create found it."""
+        rank = PRIORITIES[priority]
+        attempts = max_attempts or self.settings.task_max_attempts
+        digest = request_digest(task_type, parameters, rank, attempts)
+        async with self.db.session(write=False) as session:
+            agent = await self.registry.visible(session, viewer, agent_id)
+            existing = await self._by_key(session, agent_id, idempotency_key)
+        if existing is not None:
+            return self._replayed(existing, digest), True
+        declared = (agent.capabilities or {}).get("taskTypes")
+        if declared is not None and task_type not in declared:
+            raise BadRequest(
+                f"Agent does not take tasks of type {task_type!r}", taskTypes=sorted(declared)
+            )
+        task = Task(
+            id=new_id(),
+            agent_id=agent_id,
+            user_id=viewer.user_id,
+            task_type=task_type,
+            parameters=parameters,
+            priority=rank,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+            status="queued",
+            progress=0.0,
+            attempts=0,
+            max_attempts=attempts,
+            created_at=utcnow(),
+        )
+        try:
+            async with self.db.session() as session:
+                session.add(task)
+        except IntegrityError:
+            # The same key was created at the same moment by a retry racing this one.
+            async with self.db.session(write=False) as session:
+                existing = await self._by_key(session, agent_id, idempotency_key)
+            if existing is None:
+                raise
+            return self._replayed(existing, digest), True
+        await self._announce([task])
+        await self.wake(agent_id)
+        return task, False
+
+    @staticmethod
+    async def _by_key(session: AsyncSession, agent_id: str, key: str | None) -> Task | None:
+        if key is None:
+            return None
+        found: Task | None = await session.scalar(
+            select(Task).where(Task.agent_id == agent_id, Task.idempotency_key == key)
+        )
+        return found
+
+    @staticmethod
+    def _replayed(task: Task, digest: str) -> Task:
+        if task.request_digest != digest:
+            raise Conflict(
+                "This idempotencyKey was already used for a different task", taskId=task.id
+            )
+        return task
+
+    async def visible(self, session: AsyncSession, viewer: Viewer, task_id: str) -> Task:
+        """The task, if ``viewer`` may see its agent; otherwise 404."""
+        task = await session.get(Task, task_id)
+        if task is None or not await self.registry.sees(session, viewer, task.agent_id):
+            raise NotFound(TASK_NOT_FOUND)
+        return task
+
+    async def listed(
+        self,
+        session: AsyncSession,
+        agent_id: str,
+        *,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Task], int]:
+        """A page of the agent's tasks, newest first, and how many there are in all."""
+        where = [Task.agent_id == agent_id]
+        if status is not None:
+            where.append(Task.status == status)
+        total = await session.scalar(select(func.count()).select_from(Task).where(*where))
+        rows = await session.scalars(
+            select(Task)
+            .where(*where)
+            .order_by(Task.created_at.desc(), Task.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(rows), int(total or 0)
+
+    async def cancel(self, viewer: Viewer, task_id: str) -> tuple[Task, str]:
+        """Cancel a queued task at once, or a running one (and tell the agent to stop)."""
+        async with self.db.session() as session:
+            await self.visible(session, viewer, task_id)
+            task = await session.scalar(
+                select(Task)
+                .where(Task.id == task_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if task is None:
+                raise NotFound(TASK_NOT_FOUND)
+            previous = task.status
+            if previous in TASK_FINAL:
+                raise Conflict(f"Task already {previous}", currentStatus=previous)
+            task.status = "cancelled"
+            task.completed_at = utcnow()
+            task.lease_owner = None
+            task.lease_expires_at = None
+            task.message = "Cancelled"
+        await self._announce([task])
+        if previous == "running":
+            await self.relay.deliver(task.agent_id, {"type": "cancel", "id": task.id})
+            await self.wake(task.agent_id)  # its slot is free again
+        return task, previous
+
+    async def estimate(self, session: AsyncSession, task: Task) -> Estimate:
+        """Queue position and times, from the queue and the agent's recent task durations."""
+        if task.status in TASK_FINAL:
+            return Estimate(None, task.started_at, task.completed_at)
+        mean = await self._mean_duration(session, task.agent_id)
+        now = utcnow()
+        if task.status == "running":
+            started = task.started_at or now
+            end = max(now, started + mean) if mean is not None else None
+            return Estimate(0, started, end)
+        ahead = await session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(
+                Task.agent_id == task.agent_id,
+                Task.status == "queued",
+                or_(
+                    Task.priority > task.priority,
+                    and_(
+                        Task.priority == task.priority,
+                        or_(
+                            Task.created_at < task.created_at,
+                            and_(Task.created_at == task.created_at, Task.id < task.id),
+                        ),
+                    ),
+                ),
+            )
+        )
+        running = await session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.agent_id == task.agent_id, Task.status == "running")
+        )
+        agent = await session.get(Agent, task.agent_id)
+        slots = int((agent.capabilities or {}).get("maxConcurrency") or 1) if agent else 1
+        position = int(ahead or 0) + 1
+        waves = (int(running or 0) + position - 1) // slots
+        start: datetime | None = now
+        if waves:
+            start = now + waves * mean if mean is not None else None
+        end = start + mean if start is not None and mean is not None else None
+        return Estimate(position, start, end)
+
+    async def _mean_duration(self, session: AsyncSession, agent_id: str) -> timedelta | None:
+        rows = (
+            await session.execute(
+                select(Task.started_at, Task.completed_at)
+                .where(
+                    Task.agent_id == agent_id,
+                    Task.status.in_(("succeeded", "failed")),
+                    Task.started_at.is_not(None),
+                    Task.completed_at.is_not(None),
+                )
+                .order_by(Task.completed_at.desc())
+                .limit(DURATION_SAMPLE)
+            )
+        ).all()
+        spans = [(end - start) for start, end in rows if start and end and end >= start]
+        if not spans:
+            return None
+        return sum(spans, timedelta()) / len(spans)
+
+    # -- the agent's side --------------------------------------------------------------------
+
+    async def wake(self, agent_id: str) -> None:
+        """Have the node holding the agent look at its queue now."""
+        if self.live.get(agent_id) is not None:
+            self.relay.spawn(self.dispatch(agent_id))
+            return
+        node = await self.broker.presence(agent_id)
+        if node is not None and node != self.broker.node_id:
+            await self.broker.send_to_node(node, {"op": "task_wake", "agentId": agent_id})
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "task_wake":
+            await self.dispatch(str(message.get("agentId")))
+
+    async def dispatch(self, agent_id: str) -> int:
+        """Claim and send as many of the agent's queued tasks as it has free slots here."""
+        live = self.live.get(agent_id)
+        if live is None or not live.ready or live.closing or not live.task_types:
+            return 0
+        lock = self._locks.setdefault(agent_id, asyncio.Lock())
+        async with lock:
+            now = utcnow()
+            async with self.db.session() as session:
+                running = await session.scalar(
+                    select(func.count())
+                    .select_from(Task)
+                    .where(
+                        Task.agent_id == agent_id,
+                        Task.status == "running",
+                        Task.lease_owner == live.connection_id,
+                    )
+                )
+                free = live.max_concurrency - int(running or 0)
+                if free <= 0:
+                    return 0
+                claimed = list(
+                    await session.scalars(
+                        select(Task)
+                        .where(Task.agent_id == agent_id, Task.status == "queued")
+                        .order_by(Task.priority.desc(), Task.created_at, Task.id)
+                        .limit(free)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                for task in claimed:
+                    task.status = "running"
+                    task.attempts += 1
+                    task.lease_owner = live.connection_id
+                    task.lease_expires_at = now + self.lease
+                    task.started_at = now
+                    task.message = None
+            if not claimed:
+                return 0
+            await self._announce(claimed)
+            for task in claimed:
+                try:
+                    await live.send(
+                        {
+                            "type": "task",
+                            "taskId": task.id,
+                            "taskType": task.task_type,
+                            "params": task.parameters,
+                            "attempt": task.attempts,
+                            "priority": PRIORITY_NAMES[task.priority],
+                        }
+                    )
+                except Exception:  # the socket went: the lease brings the task back
+                    log.info("agent %s left while tasks were sent to it", agent_id)
+                    break
+            self.dispatched += len(claimed)
+            return len(claimed)
+
+    async def renew(self, agent_id: str, connection_id: str) -> None:
+        """The agent is alive: extend the leases of the tasks it holds on this connection."""
+        async with self.db.session() as session:
+            await session.execute(
+                update(Task)
+                .where(
+                    Task.agent_id == agent_id,
+                    Task.status == "running",
+                    Task.lease_owner == connection_id,
+                )
+                .values(lease_expires_at=utcnow() + self.lease)
+            )
+
+    @staticmethod
+    async def _running(session: AsyncSession, agent_id: str, task_id: str) -> Task | None:
+        """The agent's running task ``task_id``, locked for the update."""
+        task: Task | None = await session.scalar(
+            select(Task)
+            .where(Task.id == task_id, Task.agent_id == agent_id, Task.status == "running")
+            .with_for_update()
+        )
+        return task
+
+    async def progressed(self, agent_id: str, connection_id: str, report: TaskProgress) -> None:
+        async with self.db.session() as session:
+            task = await self._running(session, agent_id, report.task_id)
+            if task is None:
+                return  # cancelled, finished, or not this agent's: nothing to report
+            task.progress = report.progress
+            task.message = report.message
+            if task.lease_owner == connection_id:
+                task.lease_expires_at = utcnow() + self.lease
+        await self._announce([task])
+
+    async def finished(self, agent_id: str, result: TaskResult) -> bool:
+        """The agent's result, taken only from the attempt that holds the task."""
+        async with self.db.session() as session:
+            task = await self._running(session, agent_id, result.task_id)
+            if task is None or (result.attempt is not None and result.attempt != task.attempts):
+                log.info("stale or unknown result for task %s dropped", result.task_id)
+                return False
+            task.status = "succeeded" if result.success else "failed"
+            task.result = result.result if result.success else None
+            task.error = None if result.success else (result.error or "Task failed")
+            task.progress = 1.0 if result.success else task.progress
+            task.completed_at = utcnow()
+            task.lease_owner = None
+            task.lease_expires_at = None
+        await self._announce([task])
+        await self.dispatch(agent_id)
+        return True
+
+    async def reap(self) -> int:
+        """Put back (or fail, after ``maxAttempts``) the running tasks whose lease ran out."""
+        now = utcnow()
+        async with self.db.session() as session:
+            expired = list(
+                await session.scalars(
+                    select(Task)
+                    .where(Task.status == "running", Task.lease_expires_at < now)
+                    .limit(500)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for task in expired:
+                task.lease_owner = None
+                task.lease_expires_at = None
+                if task.attempts >= task.max_attempts:
+                    task.status = "failed"
+                    task.error = (
+                        f"The agent lost the task {task.attempts} times (no heartbeat in time)"
+                    )
+                    task.completed_at = now
+                else:
+                    task.status = "queued"
+                    task.progress = 0.0
+                    task.message = f"Back in the queue after attempt {task.attempts}"
+        if expired:
+            self.requeued += sum(1 for task in expired if task.status == "queued")
+            await self._announce(expired)
+            for agent_id in {task.agent_id for task in expired if task.status == "queued"}:
+                await self.wake(agent_id)
+        return len(expired)
+
+    async def dispatch_waiting(self) -> int:
+        """Look at the queue of every agent connected here that has queued tasks."""
+        here = {live.agent_id for live in self.live.all() if live.ready and live.task_types}
+        if not here:
+            return 0
+        async with self.db.session(write=False) as session:
+            waiting = set(
+                await session.scalars(
+                    select(Task.agent_id).where(Task.status == "queued").distinct()
+                )
+            )
+        sent = 0
+        for agent_id in here & waiting:
+            sent += await self.dispatch(agent_id)
+        for agent_id in set(self._locks) - here:
+            lock = self._locks.get(agent_id)
+            if lock is not None and not lock.locked():
+                del self._locks[agent_id]
+        return sent
+
+    async def _announce(self, tasks: list[Task]) -> None:
+        """A ``task_update`` event for each task, on its agent's event log."""
+        events: dict[str, list[dict[str, Any]]] = {}
+        for task in tasks:
+            event: dict[str, Any] = {
+                "type": "task_update",
+                "taskId": task.id,
+                "taskType": task.task_type,
+                "status": task.status,
+                "progress": task.progress,
+                "attempt": task.attempts,
+            }
+            if task.message is not None:
+                event["message"] = task.message
+            if task.status == "succeeded":
+                event["result"] = task.result
+            elif task.status == "failed":
+                event["error"] = task.error
+            events.setdefault(task.agent_id, []).append(event)
+        for agent_id, batch in events.items():
+            try:
+                await self.broker.publish_many(agent_id, batch)
+            except Exception:
+                log.exception("agent %s: %d task events not published", agent_id, len(batch))
