@@ -46,9 +46,10 @@ from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import default_handlers
 from kai.realtime.redis_broker import RedisBroker
+from kai.work import file_routes, stream_routes
 from kai.work import routes as work_routes
-from kai.work import stream_routes
 from kai.work.commands import Commands
+from kai.work.files import UPLOAD_OVERHEAD, Files
 from kai.work.socket import command_execute
 from kai.work.streams import Streams
 from kai.work.tasks import Tasks
@@ -123,6 +124,7 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         commands=Commands(db, registry=registry, relay=relay, broker=broker),
         tasks=Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live),
         streams=Streams(settings, db, registry=registry, relay=relay, broker=broker),
+        files=Files(settings, db, registry=registry, relay=relay),
         node_id=node_id,
     )
 
@@ -217,7 +219,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="REST and WebSocket API of the kai hub. Errors are `application/problem+json`.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestGuard, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuard,
+        max_body=settings.max_body_bytes,
+        streamed_paths=("/upload",),
+        streamed_max_body=settings.upload_max_bytes + UPLOAD_OVERHEAD,
+    )
     _install_error_handlers(app)
     _document_problems(app)
 
@@ -230,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(work_routes.router)
     app.include_router(work_routes.tasks_router)
     app.include_router(stream_routes.router)
+    app.include_router(file_routes.router)
     return app
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from kai import __version__
@@ -74,7 +76,10 @@ async def answer(
 
 @agent.on_file
 async def received(file: FileInfo) -> None:
-    log.info("received file %s (%d bytes)", file.filename, file.size)
+    """Download the file (checking its size and SHA-256), log that, and let it go."""
+    with tempfile.TemporaryDirectory(prefix="kai-demo-") as folder:
+        await agent.download(file, Path(folder) / "upload")
+    log.info("received file %s (%d bytes, SHA-256 checked)", file.filename, file.size)
 
 
 @agent.setup

@@ -19,6 +19,7 @@ from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers
 from kai.work.commands import Commands
+from kai.work.files import Files
 from kai.work.streams import Streams
 from kai.work.tasks import Tasks
 
@@ -41,6 +42,7 @@ class Hub:
     commands: Commands
     tasks: Tasks
     streams: Streams
+    files: Files
     node_id: str = field(default_factory=new_id)
 
 

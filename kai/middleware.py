@@ -74,11 +74,18 @@ class RequestGuard:
     anything unhandled into a 500 problem that names the request id and nothing else."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body: int, raw_body_paths: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        streamed_paths: tuple[str, ...] = (),
+        streamed_max_body: int = 0,
     ) -> None:
         self.app = app
         self.max_body = max_body
-        self.raw_body_paths = raw_body_paths
+        # Routes that read their body as a stream (uploads): any content type, a cap of their own
+        self.streamed_paths = streamed_paths
+        self.streamed_max_body = streamed_max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +94,9 @@ class RequestGuard:
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
         exchange = _Exchange(send, given if _SAFE_ID.match(given) else uuid.uuid4().hex)
         scope.setdefault("state", {})["request_id"] = exchange.request_id
-        refusal = self._refuse(scope)
+        streamed = bool(self.streamed_paths) and scope["path"].endswith(self.streamed_paths)
+        cap = self.streamed_max_body if streamed else self.max_body
+        refusal = self._refuse(scope, cap, streamed=streamed)
         if refusal is not None:
             await exchange.problem(*refusal)
             return
@@ -98,15 +107,15 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                if seen > cap:
+                    raise BodyTooLarge(cap)
             return message
 
         try:
             await self.app(scope, counted_receive, exchange.send)
         except BodyTooLarge:
             if not exchange.started:
-                await exchange.problem(413, self._too_large)
+                await exchange.problem(413, _too_large(cap))
         except Exception:
             log.exception(
                 "unhandled error in %s %s (request id %s)",
@@ -118,11 +127,7 @@ class RequestGuard:
             if not exchange.started:
                 await exchange.problem(500, "Internal server error", with_id=True)
 
-    @property
-    def _too_large(self) -> str:
-        return f"Request body is larger than {self.max_body} bytes"
-
-    def _refuse(self, scope: Scope) -> tuple[int, str] | None:
+    def _refuse(self, scope: Scope, cap: int, *, streamed: bool) -> tuple[int, str] | None:
         query: bytes = scope.get("query_string", b"")
         if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
             # PostgreSQL text cannot hold NUL: refuse it here rather than fail in a query.
@@ -130,8 +135,8 @@ class RequestGuard:
         length = _header(scope, b"content-length")
         if length is not None:
             try:
-                if int(length) > self.max_body:
-                    return 413, self._too_large
+                if int(length) > cap:
+                    return 413, _too_large(cap)
             except ValueError:
                 return 400, "Invalid Content-Length header"
         path: str = scope["path"]
@@ -140,9 +145,13 @@ class RequestGuard:
             has_body
             and scope["method"] in _BODY_METHODS
             and path.startswith("/api/")
-            and not (self.raw_body_paths and path.endswith(self.raw_body_paths))
+            and not streamed
         ):
             content_type = _header(scope, b"content-type")
             if content_type is None or not _is_json(content_type):
                 return 415, "Request body must be application/json"
         return None
+
+
+def _too_large(cap: int) -> str:
+    return f"Request body is larger than {cap} bytes"

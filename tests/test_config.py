@@ -232,7 +232,7 @@ async def test_health(client: httpx.AsyncClient) -> None:
 async def test_ready(running: Running) -> None:
     response = await running.client.get("/ready")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok"}}
 
     # A database that does not answer makes the hub not ready, with a problem saying which.
     hub = running.hub
@@ -244,7 +244,7 @@ async def test_ready(running: Running) -> None:
         hub.db = real
         await gone.dispose()
     assert_problem(response, 503, "Not ready")
-    assert response.json()["checks"] == {"database": "unavailable"}
+    assert response.json()["checks"] == {"database": "unavailable", "storage": "ok"}
     assert (await running.client.get("/ready")).status_code == 200
 
 

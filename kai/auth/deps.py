@@ -82,6 +82,23 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+def authorize(
+    request: Request, hub: Hub, principal: Principal, permission: str, *, client_ip: str | None
+) -> Principal:
+    """Admit ``principal`` only with ``permission``, auditing the decision either way."""
+    granted = rbac.allowed(principal.role, permission)
+    hub.audit.permission(
+        permission,
+        granted=granted,
+        user_id=principal.user_id,
+        resource=f"{request.method} {request.url.path}",
+        client_ip=client_ip,
+    )
+    if not granted:
+        raise Forbidden(f"Insufficient permissions: {permission}")
+    return principal
+
+
 def Require(permission: str) -> Any:
     """A dependency that admits the caller only with ``permission``, auditing the decision."""
     if permission not in rbac.PERMISSIONS:
@@ -90,17 +107,7 @@ def Require(permission: str) -> Any:
     async def check(
         request: Request, hub: HubDep, principal: CurrentPrincipal, client: ClientDep
     ) -> Principal:
-        granted = rbac.allowed(principal.role, permission)
-        hub.audit.permission(
-            permission,
-            granted=granted,
-            user_id=principal.user_id,
-            resource=f"{request.method} {request.url.path}",
-            client_ip=client.ip,
-        )
-        if not granted:
-            raise Forbidden(f"Insufficient permissions: {permission}")
-        return principal
+        return authorize(request, hub, principal, permission, client_ip=client.ip)
 
     check.__name__ = f"require_{permission.replace(':', '_')}"
     return Depends(check)

@@ -38,7 +38,8 @@ async def health() -> Health:
 
 @router.get("/ready", responses=errors(503))
 async def ready(hub: HubDep) -> Readiness:
-    """Whether the hub's dependencies answer: the database, and the broker when configured."""
+    """Whether the hub's dependencies answer: the database, the file storage, and the broker
+    when configured."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(hub.db.ping(), CHECK_TIMEOUT)
@@ -53,6 +54,12 @@ async def ready(hub: HubDep) -> Readiness:
         except Exception as exc:
             log.warning("readiness: broker check failed: %s", type(exc).__name__)
             checks["broker"] = "unavailable"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(hub.files.storage.check), CHECK_TIMEOUT)
+        checks["storage"] = "ok"
+    except Exception as exc:
+        log.warning("readiness: storage check failed: %s", type(exc).__name__)
+        checks["storage"] = "unavailable"
     if any(state != "ok" for state in checks.values()):
         raise ServiceUnavailable("Not ready", checks=checks)
     return Readiness(checks=checks)

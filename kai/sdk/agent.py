@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import random
@@ -25,8 +26,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -93,6 +96,7 @@ class FileInfo:
     sha256: str | None
     url: str | None
     metadata: dict[str, Any]
+    content_type: str = "application/octet-stream"
 
 
 async def _call(handler: Callable[..., Any], *args: Any) -> Any:
@@ -126,6 +130,7 @@ class Agent:
         self._send_lock = asyncio.Lock()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._token: str | None = None
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -205,6 +210,7 @@ class Agent:
         """Connect and serve until ``stop()``; raises ``AgentStopped`` if the hub says stop."""
         if not urls:
             raise ValueError("at least one hub URL is needed")
+        self._token = token
         self._stop.clear()  # an agent stopped once may run again
         root = logging.getLogger()
         root.addHandler(self.log_handler)
@@ -491,8 +497,32 @@ class Agent:
             sha256=message.get("sha256"),
             url=message.get("url"),
             metadata=message.get("metadata") or {},
+            content_type=str(message.get("contentType") or "application/octet-stream"),
         )
         await _call(self.file_handler, info)
+
+    async def download(self, file: FileInfo, destination: Path) -> Path:
+        """Fetch an uploaded file into ``destination`` with this agent's token, checking its
+        size and SHA-256; a mismatch removes what was written and raises ``ValueError``."""
+        if file.url is None or self._token is None:
+            raise ValueError("this file has no download URL, or the agent is not running")
+        digest = hashlib.sha256()
+        size = 0
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with (
+            httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as client,
+            client.stream("GET", file.url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            with destination.open("wb") as out:
+                async for chunk in response.aiter_bytes(256 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+        if size != file.size or (file.sha256 and digest.hexdigest() != file.sha256):
+            destination.unlink(missing_ok=True)
+            raise ValueError(f"download of {file.file_id} does not match its size or SHA-256")
+        return destination
 
     @staticmethod
     async def _run_hooks(hooks: list[Hook]) -> None:

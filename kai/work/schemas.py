@@ -125,3 +125,27 @@ class StreamCancelled(Wire):
     stream_id: str
     status: StreamState
     previous_status: StreamState
+
+
+class FileOut(Wire):
+    file_id: str
+    agent_id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    metadata: dict[str, Any]
+    uploaded_at: datetime
+
+
+class FileUploaded(FileOut):
+    success: bool = True
+
+
+class FileList(Page):
+    files: list[FileOut]
+
+
+class FileDeleted(Wire):
+    success: bool = True
+    file_id: str
