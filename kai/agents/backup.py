@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import inspect
+from sqlalchemy import Select, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents import store
@@ -18,9 +18,20 @@ from kai.agents.models import Agent, AgentLog
 from kai.auth import store as users
 from kai.db import Base, UTCDateTime, utcnow
 from kai.errors import BadRequest, Conflict
+from kai.work.models import Command, StoredFile, Stream, StreamChunk, Task
 
 FORMAT: Final = "kai-agent-backup"
-VERSION: Final = 1
+VERSION: Final = 2
+READABLE: Final = frozenset({1, 2})  # version 1 held the agent and its logs only
+
+# The agent's work, in the order it is restored (a stream before its chunks).
+WORK: Final[dict[str, type[Base]]] = {
+    "commands": Command,
+    "tasks": Task,
+    "streams": Stream,
+    "streamChunks": StreamChunk,
+    "files": StoredFile,
+}
 
 
 def _row(obj: Base) -> dict[str, Any]:
@@ -31,7 +42,30 @@ def _row(obj: Base) -> dict[str, Any]:
     return values
 
 
-def write(directory: Path, *, agent: Agent, logs: Sequence[AgentLog]) -> str:
+async def work_of(session: AsyncSession, agent_id: str) -> dict[str, list[Base]]:
+    """Every row of the agent's work, by table, for its backup."""
+    found: dict[str, list[Base]] = {}
+    for name, model in WORK.items():
+        query: Select[Any]
+        if model is StreamChunk:
+            query = (
+                select(StreamChunk)
+                .join(Stream, Stream.id == StreamChunk.stream_id)
+                .where(Stream.agent_id == agent_id)
+            )
+        else:
+            query = select(model).where(model.agent_id == agent_id)  # type: ignore[attr-defined]
+        found[name] = list(await session.scalars(query))
+    return found
+
+
+def write(
+    directory: Path,
+    *,
+    agent: Agent,
+    logs: Sequence[AgentLog],
+    work: dict[str, list[Base]] | None = None,
+) -> str:
     """Write the archive (mode 0600) and return its id, the file name without suffix."""
     directory.mkdir(parents=True, exist_ok=True)
     backup_id = f"{agent.id}-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
@@ -41,6 +75,7 @@ def write(directory: Path, *, agent: Agent, logs: Sequence[AgentLog]) -> str:
         "createdAt": utcnow().isoformat(),
         "agent": _row(agent),
         "logs": [_row(log) for log in logs],
+        "work": {name: [_row(row) for row in rows] for name, rows in (work or {}).items()},
     }
     path = directory / f"{backup_id}.json.gz"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -57,7 +92,7 @@ def read(path: Path) -> dict[str, Any]:
             document: dict[str, Any] = json.loads(handle.read())
     except (OSError, ValueError) as exc:
         raise BadRequest(f"Not a readable agent backup: {type(exc).__name__}") from None
-    if document.get("format") != FORMAT or document.get("version") != VERSION:
+    if document.get("format") != FORMAT or document.get("version") not in READABLE:
         raise BadRequest("Not a kai agent backup of a version this hub knows")
     return document
 
@@ -99,4 +134,21 @@ async def restore(session: AsyncSession, document: dict[str, Any]) -> Agent:
     for log in logs:
         log.pop("id", None)
     await store.add_logs(session, logs)
+    work = document.get("work") or {}
+    for name, model in WORK.items():
+        rows = [_columns(model, row) for row in work.get(name, [])]
+        for row in rows:
+            _settle(name, row)
+        if rows:
+            await session.execute(insert(model), rows)
     return agent
+
+
+def _settle(table: str, row: dict[str, Any]) -> None:
+    """Work that was under way when the agent was deleted comes back ready to go on."""
+    if table == "tasks" and row.get("status") == "running":
+        row.update(status="queued", lease_owner=None, lease_expires_at=None)
+    elif table == "streams" and row.get("status") in ("pending", "running"):
+        row.update(status="failed", error="The agent was deleted", completed_at=utcnow())
+    elif table == "commands" and row.get("status") == "pending":
+        row.update(status="failed", error="The agent was deleted", completed_at=utcnow())

@@ -28,6 +28,7 @@ from kai.db import Database, after_commit, utcnow
 from kai.errors import Conflict, NotFound
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
+from kai.work.models import StoredFile
 
 AGENT_NOT_FOUND = "Agent not found"
 TOKEN_PREFIX = "kai_agent_"
@@ -92,6 +93,10 @@ class Registry:
     @property
     def backup_dir(self) -> Path:
         return self.settings.data_dir / "backups" / "agents"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.settings.data_dir / "files"
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -207,11 +212,16 @@ class Registry:
         Call ``flush_logs`` before ``session`` begins, so that the backup holds every record.
         """
         backup_id = None
+        work = await backup.work_of(session, agent.id)
         if keep_backup:
             logs = await store.all_logs(session, agent.id)
             backup_id = await asyncio.to_thread(
-                backup.write, self.backup_dir, agent=agent, logs=logs
+                backup.write, self.backup_dir, agent=agent, logs=logs, work=work
             )
+        else:  # the uploaded bytes go too; a backup keeps them for its restore
+            files = [row for row in work["files"] if isinstance(row, StoredFile)]
+            stored = [self.files_dir / row.storage_name for row in files]
+            after_commit(session, lambda: _unlink_all(stored))
         await store.remove(session, agent.id)
         self._close_after_commit(session, agent.id, Close.DELETED, "Agent deleted")
         after_commit(session, lambda: self.relay.spawn(self._forget(agent.id)))
@@ -375,3 +385,8 @@ class Registry:
     async def prune_logs(self, *, older_than: timedelta) -> int:
         async with self.db.session() as session:
             return await store.prune_logs(session, utcnow() - older_than)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

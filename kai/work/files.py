@@ -211,7 +211,7 @@ class Files:
         self.db = db
         self.registry = registry
         self.relay = relay
-        self.storage = Storage(settings.data_dir / "files")
+        self.storage = Storage(registry.files_dir)
         self.received_bytes = 0
 
     async def used(self, session: AsyncSession, user_id: str) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from kai.agents.protocol import Close
 from tests.agents import sample
 from tests.agents.processes import STOPPED_BY_HUB, Launcher, child_env, run_cli
-from tests.agents.support import HubServer, People, agent_socket
+from tests.agents.support import HubServer, People, agent_socket, eventually
 from tests.conftest import TEST_SECRET
 from tests.helpers import assert_problem
 
@@ -81,3 +81,81 @@ async def test_delete_without_backup_leaves_no_archive(server: HubServer, people
     assert not backups(server).exists() or not any(backups(server).iterdir())
     assert_problem(await admin.call("GET", f"/api/agents/{created.agent_id}"), 404)
     assert_problem(await admin.call("DELETE", f"/api/agents/{created.agent_id}"), 404)
+
+
+async def test_the_backup_holds_the_agents_work_and_brings_it_back(
+    server: HubServer, people: People, launcher: Launcher
+) -> None:
+    ann = await people.join("ann@example.com", role="developer")
+    created = await ann.create_agent("demo")
+    agent = f"/api/agents/{created.agent_id}"
+    process = launcher.start(created.token, target="kai.demo:agent")
+    await ann.wait_status(created.agent_id, "online", 20, process=process)
+
+    answered = await ann.call("POST", f"{agent}/command", json={"command": "echo"})
+    assert answered.status_code == 200, answered.text
+    task = await ann.call(
+        "POST", f"{agent}/task", json={"taskType": "count", "parameters": {"steps": 1, "delay": 0}}
+    )
+    assert task.status_code == 201, task.text
+    task_id = task.json()["taskId"]
+
+    async def task_done() -> bool:
+        status = await ann.call("GET", f"/api/tasks/{task_id}/status")
+        return bool(status.json()["status"] == "succeeded")
+
+    await eventually(task_done, 10)
+    stream = await ann.call(
+        "POST", f"{agent}/stream-prompt", json={"prompt": "hi", "options": {"delay": 0}}
+    )
+    stream_id = stream.json()["streamId"]
+
+    async def stream_done() -> bool:
+        info = await ann.call("GET", f"/api/streams/{stream_id}")
+        return bool(info.json()["status"] == "completed")
+
+    await eventually(stream_done, 10)
+    upload = await ann.call("POST", f"{agent}/upload", files={"file": ("notes.txt", b"kept bytes")})
+    assert upload.status_code == 201, upload.text
+    file_id = upload.json()["fileId"]
+    text_before = (await ann.call("GET", f"/api/streams/{stream_id}/events")).text
+
+    deleted = await ann.call("DELETE", agent)
+    assert deleted.status_code == 200, deleted.text
+    assert_problem(await ann.call("GET", f"/api/tasks/{task_id}/status"), 404)
+    assert_problem(await ann.call("GET", f"/api/files/{file_id}"), 404)
+    archive = backups(server) / f"{deleted.json()['backupId']}.json.gz"
+    settings = server.settings
+    env = child_env(
+        KAI_DATABASE_URL=settings.resolved_database_url,
+        KAI_DATA_DIR=str(settings.data_dir),
+        KAI_SECRET_KEY=TEST_SECRET,
+    )
+    restored = await run_cli("agents", "restore", str(archive), env=env)
+    assert restored.returncode == 0, restored.stderr
+
+    status = await ann.call("GET", f"/api/tasks/{task_id}/status")
+    assert status.status_code == 200, status.text
+    assert (status.json()["status"], status.json()["result"]) == ("succeeded", {"counted": 1})
+    assert (await ann.call("GET", f"/api/streams/{stream_id}/events")).text == text_before
+    downloaded = await ann.call("GET", f"/api/files/{file_id}")
+    assert (downloaded.status_code, downloaded.content) == (200, b"kept bytes")
+
+
+async def test_deleting_without_a_backup_removes_the_uploaded_bytes(
+    server: HubServer, people: People
+) -> None:
+    ann = await people.join("ann@example.com", role="developer")
+    created = await ann.create_agent()
+    upload = await ann.call(
+        "POST", f"/api/agents/{created.agent_id}/upload", files={"file": ("a.bin", b"gone soon")}
+    )
+    assert upload.status_code == 201, upload.text
+    stored = [p for p in (server.settings.data_dir / "files").iterdir() if p.is_file()]
+    assert len(stored) == 1
+    assert stored[0].read_bytes() == b"gone soon"
+
+    deleted = await ann.call("DELETE", f"/api/agents/{created.agent_id}?backup=false")
+
+    assert deleted.status_code == 200, deleted.text
+    assert not stored[0].exists()
