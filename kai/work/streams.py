@@ -117,7 +117,12 @@ class Streams:
             "context": context,
             "options": options,
         }
-        if not await self.relay.deliver(agent_id, message):
+        try:
+            delivered = await self.relay.deliver(agent_id, message)
+        except BaseException:
+            await self._end(stream.id, agent_id, status="failed", error="Not delivered")
+            raise
+        if not delivered:
             await self._end(stream.id, agent_id, status="failed", error="Agent is not connected")
             raise Conflict("Agent is not connected")
         return stream

@@ -274,13 +274,17 @@ class Tasks:
     # -- the agent's side --------------------------------------------------------------------
 
     async def wake(self, agent_id: str) -> None:
-        """Have the node holding the agent look at its queue now."""
+        """Have the node holding the agent look at its queue now. If the broker cannot carry
+        the wake-up, that node's dispatch loop finds the task a moment later."""
         if self.live.get(agent_id) is not None:
             self.relay.spawn(self.dispatch(agent_id))
             return
-        node = await self.broker.presence(agent_id)
-        if node is not None and node != self.broker.node_id:
-            await self.broker.send_to_node(node, {"op": "task_wake", "agentId": agent_id})
+        try:
+            node = await self.broker.presence(agent_id)
+            if node is not None and node != self.broker.node_id:
+                await self.broker.send_to_node(node, {"op": "task_wake", "agentId": agent_id})
+        except Exception as exc:
+            log.warning("agent %s: queue wake-up not sent (%s)", agent_id, type(exc).__name__)
 
     async def on_broker_message(self, message: dict[str, Any]) -> None:
         if message.get("op") == "task_wake":
