@@ -203,8 +203,10 @@ class Completions:
         except httpx.TimeoutException as exc:
             timeout = self.upstream.timeout
             raise UpstreamError(f"no answer from {url} within {timeout:g}s") from exc
-        except httpx.HTTPError as exc:
+        except httpx.ConnectError as exc:
             raise UpstreamError(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:  # the connection broke, or the answer was not HTTP
+            raise UpstreamError(f"{url} failed: {exc or type(exc).__name__}") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -140,6 +140,7 @@ class TaskProgress(_Message):
     task_id: WorkId
     progress: Annotated[float, Field(ge=0, le=1)]
     message: Annotated[Text, Field(max_length=500)] | None = None
+    attempt: Annotated[int | None, Field(ge=1)] = None
 
 
 class TaskResult(_Message):

@@ -257,11 +257,21 @@ class AgentConnection:
         # Ready before anyone hears it is online: work sent on that news must find it.
         self.hub.live.mark_ready(self.live)
         await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
-        await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
+        await self._present()
         await self.hub.relay.status(self.agent_id, status="online", health="healthy", at=now)
         if self.live.task_types:
             await self.hub.tasks.wake(self.agent_id)
         log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
+
+    async def _present(self) -> None:
+        """Tell the broker this node holds the agent. While the broker is down the agent is
+        still served here (its leases, its acks); routing from other nodes waits for it."""
+        try:
+            await self.hub.broker.set_presence(
+                self.agent_id, ttl=self.settings.agent_heartbeat_timeout
+            )
+        except Exception as exc:
+            log.warning("agent %s: presence not recorded (%s)", self.agent_id, type(exc).__name__)
 
     async def _heartbeat(self, beat: Heartbeat) -> None:
         values = self._presence()
@@ -279,9 +289,9 @@ class AgentConnection:
             updated = await store.set_state_if_connection(
                 session, self.agent_id, self.live.connection_id, **values
             )
-        await self.hub.broker.set_presence(self.agent_id, ttl=self.settings.agent_heartbeat_timeout)
         if updated and self.live.task_types:
             await self.hub.tasks.renew(self.agent_id, self.live.connection_id)
+        await self._present()
         if updated and changed:
             await self.hub.relay.status(
                 self.agent_id,

@@ -82,6 +82,7 @@ class TaskContext:
             {
                 "type": "task_progress",
                 "taskId": self.task_id,
+                "attempt": self.attempt,
                 "progress": value,
                 **({"message": message} if message else {}),
             }
@@ -391,6 +392,12 @@ class Agent:
             await self._ws.close(Close.RESTART, "Restarting")
 
     def _spawn(self, key: str, work: Awaitable[None]) -> None:
+        # The same id again is a re-run (a task whose lease the hub gave up on): the hub takes
+        # only the newest attempt's result, so the older one stops here.
+        older = self._running.get(key)
+        if older is not None:
+            older.cancel()
+
         async def guarded() -> None:
             try:
                 await work
@@ -399,9 +406,11 @@ class Agent:
             except Exception:
                 log.exception("handling %s failed", key)
             finally:
-                self._running.pop(key, None)
+                if self._running.get(key) is task:
+                    del self._running[key]
 
-        self._running[key] = asyncio.create_task(guarded())
+        task = asyncio.create_task(guarded())
+        self._running[key] = task
 
     async def _cancel_work(self) -> None:
         tasks = list(self._running.values())

@@ -92,7 +92,11 @@ class Commands:
             "params": parameters,
         }
         try:
-            delivered = await self.relay.deliver(agent_id, message, origin=self.broker.node_id)
+            try:
+                delivered = await self.relay.deliver(agent_id, message, origin=self.broker.node_id)
+            except Exception:
+                await self._finish(command_id, status="failed", error="Not delivered")
+                raise
             if not delivered:
                 await self._finish(command_id, status="failed", error="Agent is not connected")
                 raise Conflict("Agent is not connected")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -150,7 +151,7 @@ async def download(
         headers={
             "Content-Disposition": content_disposition(stored.filename),
             "X-Content-Type-Options": "nosniff",
-            "Digest": f"sha-256={stored.sha256}",
+            "Digest": f"sha-256={base64.b64encode(bytes.fromhex(stored.sha256)).decode()}",
             "Cache-Control": "private, no-store",
         },
     )

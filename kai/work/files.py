@@ -17,21 +17,23 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
+from kai.auth.models import User
 from kai.config import Settings
-from kai.db import Database, new_id, utcnow
+from kai.db import Database, after_commit, new_id, utcnow
 from kai.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from kai.work.models import StoredFile
 
@@ -46,7 +48,10 @@ UPLOAD_OVERHEAD = 4 * MAX_METADATA  # room in a body for the metadata and the pa
 MAX_FIELD_NAME = 100
 PROGRESS_BYTES = 256 * 1024
 PROGRESS_SECONDS = 0.25
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Control characters (C0 and C1), path separators, and the invisible marks that reorder or hide
+# text (a name could otherwise pass "exe.txt" off as "txt.exe").
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def display_name(raw: str | None) -> str:
@@ -151,8 +156,9 @@ class _Receiver:
         self.part.name = name
         if b"filename" in options:
             self.part.filename = options[b"filename"].decode("utf-8", "replace")
-        kind = self.part.headers.get(b"content-type", b"application/octet-stream")
-        self.part.content_type = kind.decode("latin-1")[:200] or "application/octet-stream"
+        kind = self.part.headers.get(b"content-type", b"").decode("latin-1")
+        kind = _CONTROL.sub("", kind).strip()[:200]
+        self.part.content_type = kind or "application/octet-stream"
         if name == "file":
             if self.file is not None:
                 self.problem = "Send one file per upload"
@@ -246,7 +252,7 @@ class Files:
         progress = _Progress(self, upload, file_id)
         try:
             async for chunk in upload.body:
-                parser.write(chunk)
+                _parse(parser.write, chunk)
                 if receiver.problem is not None:
                     raise Unprocessable(receiver.problem)
                 if receiver.size > limit:
@@ -255,7 +261,7 @@ class Files:
                 if data:
                     await asyncio.to_thread(handle.write, data)
                     await progress.report(receiver, done=False)
-            parser.finalize()
+            _parse(parser.finalize)
             await asyncio.to_thread(handle.close)
             if receiver.file is None or not receiver.file_done:
                 raise Unprocessable("The upload needs a complete file part named 'file'")
@@ -280,6 +286,7 @@ class Files:
         )
         try:
             async with self.db.session() as session:
+                await self._check_room(session, upload.viewer.user_id, stored.size)
                 session.add(stored)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -291,6 +298,16 @@ class Files:
         if (agent.capabilities or {}).get("files"):
             await self.relay.deliver(agent.id, self.announcement(stored))
         return stored
+
+    async def _check_room(self, session: AsyncSession, user_id: str, size: int) -> None:
+        """Count the quota again inside the writing transaction, the user's row locked, so
+        that uploads finishing together cannot pass it between them."""
+        await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+        used = await self.used(session, user_id)
+        if used + size > self.settings.upload_quota_bytes:
+            raise PayloadTooLarge(
+                "Storage quota exceeded", quota=self.settings.upload_quota_bytes, used=used
+            )
 
     def announcement(self, stored: StoredFile) -> dict[str, Any]:
         """The ``file`` message that tells the agent where to fetch the upload."""
@@ -341,11 +358,18 @@ class Files:
         return list(rows), int(total or 0)
 
     async def delete(self, session: AsyncSession, stored: StoredFile) -> None:
+        """Delete the record; its bytes go once that is committed."""
         path = self.storage.path(stored.storage_name)
         await session.delete(stored)
         await session.flush()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        after_commit(session, lambda: path.unlink(missing_ok=True))
+
+
+def _parse(step: Callable[..., object], *args: bytes) -> None:
+    try:
+        step(*args)
+    except MultipartParseError:
+        raise Unprocessable("The body is not well-formed multipart/form-data") from None
 
 
 def _metadata(raw: bytearray | None) -> dict[str, Any]:

@@ -374,8 +374,8 @@ class Tasks:
     async def progressed(self, agent_id: str, connection_id: str, report: TaskProgress) -> None:
         async with self.db.session() as session:
             task = await self._running(session, agent_id, report.task_id)
-            if task is None:
-                return  # cancelled, finished, or not this agent's: nothing to report
+            if task is None or (report.attempt is not None and report.attempt != task.attempts):
+                return  # cancelled, finished, a stale attempt, or not this agent's
             task.progress = report.progress
             task.message = report.message
             if task.lease_owner == connection_id:

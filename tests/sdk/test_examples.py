@@ -6,11 +6,15 @@ of work it offers."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,31 @@ from kai.demo import agent as demo
 from kai.sdk import Agent
 from tests.agents.processes import REPO_ROOT, AgentProcess, child_env
 from tests.agents.support import HubServer, People
-from tests.sdk.support import FakeHub, HubSide, running
+from tests.sdk.support import TOKEN, FakeHub, HubSide, running
 
 DOCS = REPO_ROOT / "docs" / "writing-agents.md"
+
+
+@asynccontextmanager
+async def file_server(body: bytes) -> AsyncIterator[tuple[str, list[str]]]:
+    """A plain HTTP server on a free port answering every GET with ``body``; the requests'
+    heads are collected, to see what the agent sent."""
+    heads: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body))
+        writer.write(b"Connection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/api/files/f1", heads
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def code_block(filename: str) -> str:
@@ -160,7 +186,20 @@ async def test_the_demo_agent_answers_every_kind_of_work(hub: FakeHub) -> None:
             side, "task", "t1", taskType="count", params={"steps": 3, "delay": 0.01}, attempt=1
         )
         await work(side, "prompt", "s1", prompt="  why?  ", context={}, options={"delay": 0})
-        await work(side, "file", "f1", filename="data.csv", size=10, metadata={})
+        async with file_server(b"a,b\n1,2\n3,") as (url, requests):
+            await work(
+                side,
+                "file",
+                "f1",
+                filename="data.csv",
+                size=10,
+                sha256=hashlib.sha256(b"a,b\n1,2\n3,").hexdigest(),
+                url=url,
+                metadata={},
+            )
+            await side.log_record("received file data.csv (10 bytes, SHA-256 checked)")
+        assert len(requests) == 1
+        assert f"authorization: bearer {TOKEN}".lower() in requests[0].lower()
 
         echo = await side.first("command_result", commandId="echo")
         assert (echo["success"], echo["result"]) == (True, params)
@@ -186,4 +225,3 @@ async def test_the_demo_agent_answers_every_kind_of_work(hub: FakeHub) -> None:
         assert (end["status"], end["chunks"]) == ("completed", len(chunks))
         assert "".join(chunks) == "You asked: why?. This is the demo agent answering."
         assert chunks[:2] == ["You", " asked:"]
-        await side.log_record("received file data.csv (10 bytes)")
