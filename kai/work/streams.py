@@ -14,10 +14,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.protocol import StreamChunk as ChunkMessage
@@ -38,6 +38,7 @@ STREAM_NOT_FOUND = "Stream not found"
 ACTIVE = ("pending", "running")
 READ_BATCH = 500
 KEEPALIVE = 15.0
+GONE_KEPT = timedelta(days=1)  # how long an expired stream still answers 410
 
 
 @dataclass(slots=True)
@@ -46,7 +47,6 @@ class _Active:
 
     agent_id: str
     next_index: int = 0
-    cancelled: bool = False
 
 
 class Streams:
@@ -74,8 +74,19 @@ class Streams:
         self.chunks_relayed = 0
 
     async def _write_chunks(self, rows: list[dict[str, Any]]) -> None:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["stream_id"]] = max(counts.get(row["stream_id"], 0), row["index"] + 1)
+        table = cast(Table, Stream.__table__)
         async with self.db.session() as session:
             await session.execute(insert(StreamChunk), rows)
+            # A stream's count is the chunks stored so far, at every moment.
+            await session.execute(
+                update(table)
+                .where(table.c.id == bindparam("sid"), table.c.chunks < bindparam("n"))
+                .values(chunks=bindparam("n")),
+                [{"sid": stream_id, "n": count} for stream_id, count in counts.items()],
+            )
 
     # -- people's side -----------------------------------------------------------------------
 
@@ -153,16 +164,30 @@ class Streams:
                 raise Conflict(f"Stream already {previous}", currentStatus=previous)
             stream.status = "cancelled"
             stream.completed_at = utcnow()
-        await self.broker.broadcast({"op": "stream_cancelled", "streamId": stream_id})
+        if previous == "pending":
+            # No chunk has come, so no node holds it: its end is told from here.
+            await self._publish_end(stream.agent_id, stream_id, "cancelled", 0, None)
+        else:  # the node its chunks arrive on stores their count and tells the end
+            await self.broker.broadcast({"op": "stream_cancelled", "streamId": stream_id})
         await self.relay.deliver(stream.agent_id, {"type": "cancel", "id": stream_id})
-        await self._publish_end(stream.agent_id, stream_id, "cancelled", None, None)
         return stream, previous
 
     async def on_broker_message(self, message: dict[str, Any]) -> None:
         if message.get("op") == "stream_cancelled":
-            active = self._active.get(str(message.get("streamId")))
+            stream_id = str(message.get("streamId"))
+            active = self._active.pop(stream_id, None)
             if active is not None:
-                active.cancelled = True
+                await self._cancelled(stream_id, active)
+
+    async def _cancelled(self, stream_id: str, active: _Active) -> None:
+        """On the node holding a cancelled stream: store every chunk it took and their count,
+        then tell the end. Chunks the agent sends before it stops are dropped."""
+        await self.writer.flush()
+        async with self.db.session() as session:
+            await session.execute(
+                update(Stream).where(Stream.id == stream_id).values(chunks=active.next_index)
+            )
+        await self._publish_end(active.agent_id, stream_id, "cancelled", active.next_index, None)
 
     # -- the agent's side --------------------------------------------------------------------
 
@@ -170,13 +195,13 @@ class Streams:
         """Relay and store one chunk; an error for the agent when it cannot be taken."""
         active = self._active.get(message.stream_id)
         if active is None:
-            active = await self._adopt(agent_id, message.stream_id)
-            if active is None:
-                return "Unknown stream"
+            stream = await self._adopt(agent_id, message.stream_id)
+            if not isinstance(stream, _Active):
+                # Chunks of a stream cancelled before the agent heard of it: drop them quietly.
+                return None if stream == "cancelled" else "Unknown stream"
+            active = stream
         if active.agent_id != agent_id:
             return "Unknown stream"
-        if active.cancelled:
-            return None  # the agent has not heard of the cancel yet: drop quietly
         if message.index != active.next_index:
             return f"Chunk out of order: expected index {active.next_index}"
         active.next_index += 1
@@ -196,12 +221,15 @@ class Streams:
         )
         return None
 
-    async def _adopt(self, agent_id: str, stream_id: str) -> _Active | None:
-        """The first chunk of a stream on this node: check it is this agent's and running."""
+    async def _adopt(self, agent_id: str, stream_id: str) -> _Active | str | None:
+        """The first chunk of a stream on this node: check it is this agent's and running.
+        Otherwise the status of the agent's stream, or None if it is not the agent's."""
         async with self.db.session() as session:
             stream = await session.get(Stream, stream_id)
-            if stream is None or stream.agent_id != agent_id or stream.status not in ACTIVE:
+            if stream is None or stream.agent_id != agent_id:
                 return None
+            if stream.status not in ACTIVE:
+                return stream.status
             stream.status = "running"
             active = _Active(agent_id, next_index=stream.chunks)
         self._active[stream_id] = active
@@ -212,9 +240,13 @@ class Streams:
         if active is not None and active.agent_id != agent_id:
             return "Unknown stream"
         error = message.error if message.status != "completed" else None
-        if not await self._end(message.stream_id, agent_id, status=message.status, error=error):
-            return None if active is not None else "Unknown stream"
-        return None
+        if await self._end(message.stream_id, agent_id, status=message.status, error=error):
+            return None
+        async with self.db.session(write=False) as session:
+            stream = await session.get(Stream, message.stream_id)
+        if stream is not None and stream.agent_id == agent_id and stream.status == "cancelled":
+            return None  # the agent confirms a cancel it was asked for
+        return "Unknown stream"
 
     async def _end(self, stream_id: str, agent_id: str, *, status: str, error: str | None) -> bool:
         """Store the end after every chunk before it, then publish it; False if it had ended."""
@@ -269,9 +301,15 @@ class Streams:
             await self._end(stream_id, agent_id, status="failed", error="Agent disconnected")
 
     async def prune(self) -> int:
-        """Forget streams past their expiry (their chunks go with them)."""
+        """Drop the chunks of expired streams. The stream itself stays a day longer, so that
+        it answers 410 Gone rather than 404, and then goes."""
+        now = utcnow()
         async with self.db.session() as session:
-            result = await session.execute(delete(Stream).where(Stream.expires_at < utcnow()))
+            expired = select(Stream.id).where(Stream.expires_at < now).scalar_subquery()
+            result = await session.execute(
+                delete(StreamChunk).where(StreamChunk.stream_id.in_(expired))
+            )
+            await session.execute(delete(Stream).where(Stream.expires_at < now - GONE_KEPT))
         return int(getattr(result, "rowcount", 0) or 0)
 
     # -- reading -----------------------------------------------------------------------------
@@ -331,13 +369,15 @@ class _Reader:
     async def _stored(self) -> AsyncIterator[str]:
         while True:
             rows = await self.streams.chunks_from(self.stream_id, self.next, READ_BATCH)
+            gap = False
             for row in rows:
                 if row.index != self.next:
+                    gap = True
                     break
                 yield self._chunk(row.index, row.chunk)
             for text in self._drain_pending():
                 yield text
-            if len(rows) < READ_BATCH:
+            if gap or len(rows) < READ_BATCH:
                 return
 
     def _drain_pending(self) -> list[str]:
@@ -353,11 +393,9 @@ class _Reader:
         stream = await self.streams.state(self.stream_id)
         if stream is None:
             return sse("end", {"streamId": self.stream_id, "status": "failed", "chunks": self.next})
-        if stream.status in ACTIVE:
+        if stream.status in ACTIVE or self.next < stream.chunks:
             return None
-        if stream.status != "cancelled" and self.next < stream.chunks:
-            return None
-        data = {"streamId": self.stream_id, "status": stream.status, "chunks": self.next}
+        data = {"streamId": self.stream_id, "status": stream.status, "chunks": stream.chunks}
         if stream.error:
             data["error"] = stream.error
         return sse("end", data)

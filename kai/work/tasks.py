@@ -311,10 +311,15 @@ class Tasks:
                 free = live.max_concurrency - int(running or 0)
                 if free <= 0:
                     return 0
+                refused = await self._refuse_undeclared(session, agent_id, live.task_types, now)
                 claimed = list(
                     await session.scalars(
                         select(Task)
-                        .where(Task.agent_id == agent_id, Task.status == "queued")
+                        .where(
+                            Task.agent_id == agent_id,
+                            Task.status == "queued",
+                            Task.task_type.in_(live.task_types),
+                        )
                         .order_by(Task.priority.desc(), Task.created_at, Task.id)
                         .limit(free)
                         .with_for_update(skip_locked=True)
@@ -327,6 +332,7 @@ class Tasks:
                     task.lease_expires_at = now + self.lease
                     task.started_at = now
                     task.message = None
+            await self._announce(refused)
             if not claimed:
                 return 0
             await self._announce(claimed)
@@ -347,6 +353,29 @@ class Tasks:
                     break
             self.dispatched += len(claimed)
             return len(claimed)
+
+    @staticmethod
+    async def _refuse_undeclared(
+        session: AsyncSession, agent_id: str, task_types: frozenset[str], now: datetime
+    ) -> list[Task]:
+        """Queued tasks of types the connected agent does not take (queued before it said
+        what it takes) would wait for ever: they fail, saying why."""
+        refused = list(
+            await session.scalars(
+                select(Task)
+                .where(
+                    Task.agent_id == agent_id,
+                    Task.status == "queued",
+                    Task.task_type.not_in(task_types),
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for task in refused:
+            task.status = "failed"
+            task.error = f"The agent does not take tasks of type {task.task_type!r}"
+            task.completed_at = now
+        return refused
 
     async def renew(self, agent_id: str, connection_id: str) -> None:
         """The agent is alive: extend the leases of the tasks it holds on this connection."""
@@ -428,8 +457,8 @@ class Tasks:
         if expired:
             self.requeued += sum(1 for task in expired if task.status == "queued")
             await self._announce(expired)
-            for agent_id in {task.agent_id for task in expired if task.status == "queued"}:
-                await self.wake(agent_id)
+            for agent_id in {task.agent_id for task in expired}:
+                await self.wake(agent_id)  # a slot is free, and maybe a task is back
         return len(expired)
 
     async def dispatch_waiting(self) -> int:

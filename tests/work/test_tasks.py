@@ -363,13 +363,18 @@ async def test_undeclared_task_types_are_refused_and_tasks_wait_for_the_agent_to
     ann = await people.join("ann@example.com")
     created = await ann.create_agent("raw")
     # Before its first hello nobody knows what it takes: the task waits for it.
+    # Once it says it takes other types, the task fails saying so, and is never sent.
     early = await queued(ann, created.agent_id, "dance")
+    fits = await queued(ann, created.agent_id, "work")
     async with agent_socket(server.ws_url, created.token) as raw:
         await raw.hello("raw", taskTypes=["work", "sort"])
         sent = await raw.recv_type("task")
-        assert (sent["taskId"], sent["taskType"]) == (early, "dance")
-        await answer(raw, sent, error="Unknown task type: dance")
-        await reaches(ann, early, "failed")
+        assert (sent["taskId"], sent["taskType"]) == (fits, "work")
+        failed = await reaches(ann, early, "failed")
+        assert failed["error"] == "The agent does not take tasks of type 'dance'"
+        assert failed["attempts"] == 0
+        await answer(raw, sent, "done")
+        await reaches(ann, fits, "succeeded")
 
     # Its declared types stay known while it is away.
     await ann.wait_status(created.agent_id, "offline")
@@ -390,7 +395,7 @@ async def test_undeclared_task_types_are_refused_and_tasks_wait_for_the_agent_to
         await answer(raw, sent, [1, 2, 3])
         done = await reaches(ann, later, "succeeded")
         assert done["result"] == [1, 2, 3]
-    assert payload(await listed(ann, created.agent_id))["total"] == 2
+    assert payload(await listed(ann, created.agent_id))["total"] == 3
 
 
 async def test_cancelling_a_queued_a_running_and_an_ended_task(
