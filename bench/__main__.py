@@ -1,7 +1,7 @@
 """``make bench``: kai's real-time figures, each beside its baseline measured in the same run.
 
 Prints a table and writes it as JSON under bench/results/. Options: ``--quick`` for smaller
-runs, ``--only fanout,latency,connections,redis``.
+runs, ``--only fanout,latency,connections,redis,commands,streams,tasks``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import argparse
 import asyncio
 import json
 import platform
-import statistics
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,16 +27,16 @@ from bench.hub import (
     rss_bytes,
     start_baseline,
     start_hub,
+    two_nodes,
     watcher,
 )
+from bench.report import Row, Sizes, latency, rate, say, table
+from bench.tasks import tasks_rows
+from bench.work import commands_row, streams_row
 
 RESULTS = Path(__file__).parent / "results"
+FIGURES = ("fanout", "latency", "connections", "redis", "commands", "streams", "tasks")
 BATCH = 100
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _count(ws: ClientConnection, total: int) -> None:
@@ -164,42 +162,6 @@ async def idle_memory_bare(connections: int) -> float:
         server.stop()
 
 
-async def _pg_database() -> str | None:
-    try:
-        import asyncpg
-
-        name = f"kai_bench_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=3)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    except Exception:
-        return None
-
-
-async def _drop(url: str) -> None:
-    import asyncpg
-
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=3)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
-Row = dict[str, Any]
-
-
-class Sizes:
-    def __init__(self, quick: bool) -> None:
-        self.watchers, self.events = (100, 1000) if quick else (100, 5000)
-        self.rounds = 300 if quick else 2000
-        self.connections = 1000 if quick else 5000
-
-
-def say(what: str) -> None:
-    print(f"  measuring {what} ...", flush=True)  # noqa: T201
-
-
 async def fanout_row(name: str, agent_port: int, watch_port: int, sizes: Sizes, goal: str) -> Row:
     say(name)
     bare = start_baseline("broadcast")
@@ -208,15 +170,7 @@ async def fanout_row(name: str, agent_port: int, watch_port: int, sizes: Sizes, 
     finally:
         bare.stop()
     kai = await fanout_kai(agent_port, watch_port, sizes.watchers, sizes.events)
-    return {
-        "name": name,
-        "unit": "deliveries/s",
-        "kai": kai,
-        "baseline": base,
-        "baselineName": "bare websockets broadcast",
-        "ratio": kai / base,
-        "goal": goal,
-    }
+    return rate(name, "deliveries/s", kai, base, baseline="bare websockets broadcast", goal=goal)
 
 
 async def latency_row(name: str, agent_port: int, watch_port: int, sizes: Sizes, goal: str) -> Row:
@@ -227,17 +181,7 @@ async def latency_row(name: str, agent_port: int, watch_port: int, sizes: Sizes,
     finally:
         echo.stop()
     kai = await latency_kai(agent_port, watch_port, sizes.rounds)
-    return {
-        "name": name,
-        "unit": "ms",
-        "kai": statistics.median(kai) * 1000,
-        "kaiP99": percentile(kai, 0.99) * 1000,
-        "baseline": statistics.median(base) * 1000,
-        "baselineP99": percentile(base, 0.99) * 1000,
-        "baselineName": "bare websockets echo round trip",
-        "ratio": statistics.median(kai) / statistics.median(base),
-        "goal": goal,
-    }
+    return latency(name, kai, base, baseline="bare websockets echo round trip", goal=goal)
 
 
 async def memory_row(hub: Process, sizes: Sizes) -> Row:
@@ -258,6 +202,8 @@ async def memory_row(hub: Process, sizes: Sizes) -> Row:
 
 async def embedded(only: set[str], sizes: Sizes, work: Path) -> list[Row]:
     rows: list[Row] = []
+    if not only & {"fanout", "latency", "connections", "commands", "streams"}:
+        return rows
     hub = start_hub(work)
     try:
         await login(hub.port)
@@ -269,6 +215,12 @@ async def embedded(only: set[str], sizes: Sizes, work: Path) -> list[Row]:
             rows.append(
                 await latency_row(name, hub.port, hub.port, sizes, "p50 < 3 echo round trips")
             )
+        if "commands" in only:
+            name = "command round trip, client to agent and back (p50)"
+            goal = "p50 < 4 echo round trips"
+            rows.append(await commands_row(name, hub.port, hub.port, sizes, goal))
+        if "streams" in only:
+            rows.append(await streams_row(hub.port, sizes))
         if "connections" in only:
             rows.append(await memory_row(hub, sizes))
     finally:
@@ -276,76 +228,39 @@ async def embedded(only: set[str], sizes: Sizes, work: Path) -> list[Row]:
     return rows
 
 
-async def scaled_out(sizes: Sizes, work: Path) -> list[Row]:
-    database = await _pg_database()
-    prefix = f"kaibench:{uuid.uuid4().hex[:8]}:"
-    redis_url = "redis://127.0.0.1:6379/0"
-    a = start_hub(work, database_url=database, redis_url=redis_url, prefix=prefix)
-    b: Process | None = None
-    try:
-        await login(a.port)  # the first node migrates the database alone
-        b = start_hub(work, database_url=database, redis_url=redis_url, prefix=prefix)
-        await login(b.port)
-        name = f"fan-out over Redis, agent on node A, {sizes.watchers} watchers on B"
-        fan = await fanout_row(name, a.port, b.port, sizes, "(reported)")
-        name = "latency over Redis, agent on A to watcher on B (p50)"
-        lat = await latency_row(name, a.port, b.port, sizes, "(reported)")
-        return [fan, lat]
-    finally:
-        a.stop()
-        if b is not None:
-            b.stop()
-        await _clean_redis(redis_url, prefix)
-        if database:
-            await _drop(database)
-
-
-async def _clean_redis(url: str, prefix: str) -> None:
-    import redis.asyncio as redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+async def scaled_out(only: set[str], sizes: Sizes, work: Path) -> list[Row]:
+    rows: list[Row] = []
+    async with two_nodes(work) as (a, b):
+        if "redis" in only:
+            name = f"fan-out over Redis, agent on node A, {sizes.watchers} watchers on B"
+            rows.append(await fanout_row(name, a.port, b.port, sizes, "(reported)"))
+            name = "latency over Redis, agent on A to watcher on B (p50)"
+            rows.append(await latency_row(name, a.port, b.port, sizes, "(reported)"))
+        if "commands" in only:
+            name = "command round trip over Redis, client on B, agent on A (p50)"
+            rows.append(await commands_row(name, a.port, b.port, sizes, "(reported)"))
+    return rows
 
 
 async def run(only: set[str], quick: bool) -> list[Row]:
     sizes = Sizes(quick)
     work = Path(tempfile.mkdtemp(prefix="kai-bench-"))
     rows = await embedded(only, sizes, work)
-    if "redis" in only:
-        rows += await scaled_out(sizes, work)
+    if only & {"redis", "commands"}:
+        rows += await scaled_out(only, sizes, work)
+    if "tasks" in only:
+        rows += await tasks_rows(sizes, work)
     return rows
-
-
-def table(rows: list[Row]) -> str:
-    lines = [f"{'figure':58} {'kai':>14} {'baseline':>14} {'ratio':>7}  goal", "-" * 110]
-    for row in rows:
-        kai = f"{row['kai']:,.1f}" if row["unit"] != "deliveries/s" else f"{row['kai']:,.0f}"
-        base = (
-            f"{row['baseline']:,.1f}"
-            if row["unit"] != "deliveries/s"
-            else f"{row['baseline']:,.0f}"
-        )
-        ratio = f"{row['ratio']:.2f}" if row.get("ratio") is not None else "-"
-        lines.append(
-            f"{row['name'] + ' (' + row['unit'] + ')':58} {kai:>14} {base:>14} "
-            f"{ratio:>7}  {row['goal']}"
-        )
-        if "kaiP99" in row:
-            lines.append(f"{'  p99':58} {row['kaiP99']:>14,.2f} {row['baselineP99']:>14,.2f}")
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs")
-    parser.add_argument("--only", default="fanout,latency,connections,redis")
+    parser.add_argument("--only", default=",".join(FIGURES))
     args = parser.parse_args()
     only = set(args.only.split(","))
+    if only - set(FIGURES):
+        parser.error(f"unknown figures {sorted(only - set(FIGURES))}; choose from {FIGURES}")
     print("kai benchmarks (each beside its baseline, same machine, same run)")  # noqa: T201
     rows = asyncio.run(run(only, args.quick))
     print()  # noqa: T201

@@ -2,6 +2,7 @@
 
 python -m bench.baselines echo PORT        # echoes every message back
 python -m bench.baselines broadcast PORT   # /publish: each record of a batch to every /watch
+python -m bench.baselines relay PORT       # /publish: each message, numbered, to every /watch
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ async def echo(ws: ServerConnection) -> None:
 class Broadcaster:
     def __init__(self) -> None:
         self.watchers: set[ServerConnection] = set()
+        self.seq = 0
 
     async def handle(self, ws: ServerConnection) -> None:
         path = ws.request.path if ws.request else "/"
@@ -32,18 +34,28 @@ class Broadcaster:
             finally:
                 self.watchers.discard(ws)
             return
-        seq = 0
         async for message in ws:
-            for record in json.loads(message)["records"]:
-                seq += 1
-                broadcast(
-                    self.watchers, json.dumps({"type": "log_stream", "seq": seq, "entry": record})
-                )
+            self.publish(message)
+
+    def publish(self, message: str | bytes) -> None:
+        for record in json.loads(message)["records"]:
+            self.seq += 1
+            broadcast(
+                self.watchers, json.dumps({"type": "log_stream", "seq": self.seq, "entry": record})
+            )
+
+
+class Relay(Broadcaster):
+    """What a relay must do at least: read each message, number it, pass it on."""
+
+    def publish(self, message: str | bytes) -> None:
+        self.seq += 1
+        broadcast(self.watchers, json.dumps({**json.loads(message), "seq": self.seq}))
 
 
 async def main(kind: str, port: int) -> None:
-    handler = echo if kind == "echo" else Broadcaster().handle
-    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None):
+    handlers = {"echo": echo, "broadcast": Broadcaster().handle, "relay": Relay().handle}
+    async with serve(handlers[kind], "127.0.0.1", port, compression=None, max_queue=None):
         print("ready", flush=True)  # noqa: T201
         await asyncio.Future()
 

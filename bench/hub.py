@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,8 @@ async def login(port: int) -> Session:
 
 
 @contextlib.asynccontextmanager
-async def raw_agent(port: int, token: str) -> AsyncIterator[ClientConnection]:
+async def raw_agent(port: int, token: str, **hello: Any) -> AsyncIterator[ClientConnection]:
+    """An agent speaking the protocol itself; ``hello`` adds capabilities to its hello."""
     async with connect(
         f"ws://127.0.0.1:{port}/ws/agent",
         compression=None,
@@ -161,7 +163,7 @@ async def raw_agent(port: int, token: str) -> AsyncIterator[ClientConnection]:
         additional_headers={"Authorization": f"Bearer {token}"},
     ) as ws:
         await ws.recv()  # welcome
-        await ws.send(json.dumps({"type": "hello", "name": "bench"}))
+        await ws.send(json.dumps({"type": "hello", "name": "bench", **hello}))
         while orjson.loads(await ws.recv())["type"] != "hello_ack":
             pass
         yield ws
@@ -184,3 +186,64 @@ async def watcher(port: int, agent_id: str, token: str) -> ClientConnection:
 def log_batch(start: int, count: int) -> str:
     records: list[dict[str, Any]] = [{"message": str(i)} for i in range(start, start + count)]
     return json.dumps({"type": "log", "records": records})
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+async def pg_database() -> str | None:
+    """A scratch database on the local PostgreSQL (None when there is none)."""
+    try:
+        import asyncpg
+
+        name = f"kai_bench_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(POSTGRES, timeout=3)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    except Exception:
+        return None
+
+
+async def drop_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(POSTGRES, timeout=3)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def clean_redis(url: str, pattern: str) -> None:
+    """Delete the keys matching ``pattern`` that a run left behind."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(pattern, count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(workdir: Path) -> AsyncIterator[tuple[Process, Process]]:
+    """Two hubs sharing a scratch PostgreSQL database and the machine's Redis."""
+    database = await pg_database()
+    prefix = f"kaibench:{uuid.uuid4().hex[:8]}:"
+    a = start_hub(workdir, database_url=database, redis_url=REDIS, prefix=prefix)
+    b: Process | None = None
+    try:
+        await login(a.port)  # the first node migrates the database alone
+        b = start_hub(workdir, database_url=database, redis_url=REDIS, prefix=prefix)
+        await login(b.port)
+        yield a, b
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        await clean_redis(REDIS, f"{prefix}*")
+        if database:
+            await drop_database(database)

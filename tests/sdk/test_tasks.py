@@ -100,8 +100,8 @@ async def test_a_task_reports_progress_then_its_result(hub: FakeHub) -> None:
         await side.send(task_message("t2", "clamp"))
         await side.first("task_result", taskId="t2")
         assert side.of("task_progress", taskId="t2") == [
-            {"type": "task_progress", "taskId": "t2", "progress": 0.0},
-            {"type": "task_progress", "taskId": "t2", "progress": 1.0},
+            {"type": "task_progress", "taskId": "t2", "attempt": 1, "progress": 0.0},
+            {"type": "task_progress", "taskId": "t2", "attempt": 1, "progress": 1.0},
         ]
     assert (agent.stats.tasks_handled, agent.stats.tasks_failed) == (2, 0)
 
