@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ log = logging.getLogger("kai.work.tasks")
 
 TASK_NOT_FOUND = "Task not found"
 DURATION_SAMPLE = 20  # recent tasks whose durations make the estimates
+MEAN_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class Tasks:
         self.broker = broker
         self.live = live
         self._locks: dict[str, asyncio.Lock] = {}
+        self._again: set[str] = set()
+        self._means: dict[str, tuple[float, timedelta | None]] = {}
         self.dispatched = 0
         self.requeued = 0
 
@@ -253,6 +257,17 @@ class Tasks:
         return Estimate(position, start, end)
 
     async def _mean_duration(self, session: AsyncSession, agent_id: str) -> timedelta | None:
+        """The mean of the agent's recent task durations, read at most once a second."""
+        cached = self._means.get(agent_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        mean = await self._read_mean(session, agent_id)
+        if len(self._means) > 10_000:
+            self._means.clear()
+        self._means[agent_id] = (time.monotonic() + MEAN_CACHE_SECONDS, mean)
+        return mean
+
+    async def _read_mean(self, session: AsyncSession, agent_id: str) -> timedelta | None:
         rows = (
             await session.execute(
                 select(Task.started_at, Task.completed_at)
@@ -291,68 +306,82 @@ class Tasks:
             await self.dispatch(str(message.get("agentId")))
 
     async def dispatch(self, agent_id: str) -> int:
-        """Claim and send as many of the agent's queued tasks as it has free slots here."""
+        """Claim and send as many of the agent's queued tasks as it has free slots here.
+
+        Wake-ups that come while the agent's queue is being looked at are folded into one more
+        look, so a burst of creates or results costs a few claims, not one each."""
+        lock = self._locks.setdefault(agent_id, asyncio.Lock())
+        if lock.locked():
+            self._again.add(agent_id)
+            return 0
+        sent = 0
+        async with lock:
+            while True:
+                self._again.discard(agent_id)
+                sent += await self._claim_and_send(agent_id)
+                if agent_id not in self._again:
+                    return sent
+
+    async def _claim_and_send(self, agent_id: str) -> int:
         live = self.live.get(agent_id)
         if live is None or not live.ready or live.closing or not live.task_types:
             return 0
-        lock = self._locks.setdefault(agent_id, asyncio.Lock())
-        async with lock:
-            now = utcnow()
-            async with self.db.session() as session:
-                running = await session.scalar(
-                    select(func.count())
-                    .select_from(Task)
+        now = utcnow()
+        async with self.db.session() as session:
+            running = await session.scalar(
+                select(func.count())
+                .select_from(Task)
+                .where(
+                    Task.agent_id == agent_id,
+                    Task.status == "running",
+                    Task.lease_owner == live.connection_id,
+                )
+            )
+            free = live.max_concurrency - int(running or 0)
+            if free <= 0:
+                return 0
+            refused = await self._refuse_undeclared(session, agent_id, live.task_types, now)
+            claimed = list(
+                await session.scalars(
+                    select(Task)
                     .where(
                         Task.agent_id == agent_id,
-                        Task.status == "running",
-                        Task.lease_owner == live.connection_id,
+                        Task.status == "queued",
+                        Task.task_type.in_(live.task_types),
                     )
+                    .order_by(Task.priority.desc(), Task.created_at, Task.id)
+                    .limit(free)
+                    .with_for_update(skip_locked=True)
                 )
-                free = live.max_concurrency - int(running or 0)
-                if free <= 0:
-                    return 0
-                refused = await self._refuse_undeclared(session, agent_id, live.task_types, now)
-                claimed = list(
-                    await session.scalars(
-                        select(Task)
-                        .where(
-                            Task.agent_id == agent_id,
-                            Task.status == "queued",
-                            Task.task_type.in_(live.task_types),
-                        )
-                        .order_by(Task.priority.desc(), Task.created_at, Task.id)
-                        .limit(free)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                for task in claimed:
-                    task.status = "running"
-                    task.attempts += 1
-                    task.lease_owner = live.connection_id
-                    task.lease_expires_at = now + self.lease
-                    task.started_at = now
-                    task.message = None
-            await self._announce(refused)
-            if not claimed:
-                return 0
-            await self._announce(claimed)
+            )
             for task in claimed:
-                try:
-                    await live.send(
-                        {
-                            "type": "task",
-                            "taskId": task.id,
-                            "taskType": task.task_type,
-                            "params": task.parameters,
-                            "attempt": task.attempts,
-                            "priority": PRIORITY_NAMES[task.priority],
-                        }
-                    )
-                except Exception:  # the socket went: the lease brings the task back
-                    log.info("agent %s left while tasks were sent to it", agent_id)
-                    break
-            self.dispatched += len(claimed)
-            return len(claimed)
+                task.status = "running"
+                task.attempts += 1
+                task.lease_owner = live.connection_id
+                task.lease_expires_at = now + self.lease
+                task.started_at = now
+                task.message = None
+        await self._announce(refused)
+        if not claimed:
+            return 0
+        await self._announce(claimed)
+        for task in claimed:
+            try:
+                await live.send(
+                    {
+                        "type": "task",
+                        "taskId": task.id,
+                        "taskType": task.task_type,
+                        "params": task.parameters,
+                        "attempt": task.attempts,
+                        "priority": PRIORITY_NAMES[task.priority],
+                    }
+                )
+            except Exception:  # the socket went: the lease brings the task back
+                log.info("agent %s left while tasks were sent to it", agent_id)
+                break
+        self.dispatched += len(claimed)
+        return len(claimed)
 
     @staticmethod
     async def _refuse_undeclared(
@@ -425,8 +454,9 @@ class Tasks:
             task.completed_at = utcnow()
             task.lease_owner = None
             task.lease_expires_at = None
+        self._means.pop(agent_id, None)  # a new duration to count
         await self._announce([task])
-        await self.dispatch(agent_id)
+        self.relay.spawn(self.dispatch(agent_id))
         return True
 
     async def reap(self) -> int:
