@@ -121,7 +121,14 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         clients=clients,
         ws_handlers=default_handlers(),
         ws_limiter=limiter,
-        commands=Commands(db, registry=registry, relay=relay, broker=broker),
+        commands=Commands(
+            db,
+            registry=registry,
+            relay=relay,
+            broker=broker,
+            live=live,
+            record_interval=settings.log_flush_interval,
+        ),
         tasks=Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live),
         streams=Streams(settings, db, registry=registry, relay=relay, broker=broker),
         files=Files(settings, db, registry=registry, relay=relay),
@@ -141,6 +148,7 @@ async def start_hub(hub: Hub) -> None:
     hub.audit.start()
     hub.agents.log_writer.start()
     hub.streams.writer.start()
+    hub.commands.records.start()
 
 
 def hosted_agents(settings: Settings) -> list[HostedAgent]:
@@ -186,6 +194,7 @@ async def close_hub(hub: Hub) -> None:
     await hub.broker.close()
     await hub.agents.log_writer.close()
     await hub.streams.writer.close()
+    await hub.commands.records.close()
     await hub.audit.close()
     await hub.outbox.drain()
     await hub.db.dispose()

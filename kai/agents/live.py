@@ -33,6 +33,7 @@ class LiveAgent:
     restart_requested: bool = False
     # From the agent's hello: what work it takes.
     max_concurrency: int = 1
+    commands: frozenset[str] = frozenset()
     task_types: frozenset[str] = frozenset()
 
     async def send(self, message: dict[str, Any]) -> None:

@@ -254,6 +254,7 @@ class AgentConnection:
         self.first_connection = False
         self.live.max_concurrency = hello.max_concurrency
         self.live.task_types = frozenset(hello.task_types)
+        self.live.commands = frozenset(hello.commands)
         # Ready before anyone hears it is online: work sent on that news must find it.
         self.hub.live.mark_ready(self.live)
         await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})

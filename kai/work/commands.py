@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert
 
+from kai.agents.live import LiveAgents
 from kai.agents.protocol import CommandResult
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer, effective_status
+from kai.batch import BatchWriter
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, GatewayTimeout
 from kai.realtime.broker import Broker
@@ -36,13 +38,44 @@ class Outcome:
 
 
 class Commands:
-    def __init__(self, db: Database, *, registry: Registry, relay: Relay, broker: Broker) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        registry: Registry,
+        relay: Relay,
+        broker: Broker,
+        live: LiveAgents,
+        record_interval: float = 0.2,
+    ) -> None:
         self.db = db
         self.registry = registry
         self.relay = relay
         self.broker = broker
+        self.live = live
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._agents: dict[str, str] = {}  # command id -> agent, for the commands waited on here
+        # Each command is recorded once it has ended, written behind in batches: the caller's
+        # answer never waits for the database.
+        self.records: BatchWriter[dict[str, Any]] = BatchWriter(
+            "commands", self._write, interval=record_interval, batch_size=500
+        )
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        async with self.db.session() as session:
+            await session.execute(insert(Command), rows)
+
+    async def _declared(self, viewer: Viewer, agent_id: str, *, checked: bool) -> list[str]:
+        """The commands the connected agent declared; 409 if it is not connected. A caller
+        whose access was ``checked`` already (a client socket) is not read again."""
+        live = self.live.get(agent_id)
+        if checked and live is not None and live.ready and not live.closing:
+            return sorted(live.commands)
+        async with self.db.session(write=False) as session:
+            agent = await self.registry.visible(session, viewer, agent_id)
+        if effective_status(agent, utcnow()) in ("offline", "restarting"):
+            raise Conflict("Agent is not connected")
+        return list((agent.capabilities or {}).get("commands") or [])
 
     async def execute(
         self,
@@ -55,31 +88,24 @@ class Commands:
         expects_response: bool = True,
         via: str = "rest",
         command_id: str | None = None,
+        checked: bool = False,
     ) -> Outcome:
         """Send ``command`` to the agent and wait up to ``timeout`` seconds for its answer."""
         command_id = command_id or new_id()
-        async with self.db.session(write=False) as session:
-            agent = await self.registry.visible(session, viewer, agent_id)
-        if effective_status(agent, utcnow()) in ("offline", "restarting"):
-            raise Conflict("Agent is not connected")
-        declared = (agent.capabilities or {}).get("commands") or []
+        declared = await self._declared(viewer, agent_id, checked=checked)
         if command not in declared:
             raise BadRequest(
                 f"Agent does not handle the command {command!r}", commands=sorted(declared)
             )
-        async with self.db.session() as session:
-            session.add(
-                Command(
-                    id=command_id,
-                    agent_id=agent_id,
-                    user_id=viewer.user_id,
-                    command=command,
-                    parameters=parameters,
-                    via=via,
-                    status="pending",
-                    created_at=utcnow(),
-                )
-            )
+        row: dict[str, Any] = {
+            "id": command_id,
+            "agent_id": agent_id,
+            "user_id": viewer.user_id,
+            "command": command,
+            "parameters": parameters,
+            "via": via,
+            "created_at": utcnow(),
+        }
         waiter: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         if expects_response:
             self._waiting[command_id] = waiter
@@ -95,20 +121,18 @@ class Commands:
             try:
                 delivered = await self.relay.deliver(agent_id, message, origin=self.broker.node_id)
             except Exception:
-                await self._finish(command_id, status="failed", error="Not delivered")
+                self._record(row, status="failed", error="Not delivered")
                 raise
             if not delivered:
-                await self._finish(command_id, status="failed", error="Agent is not connected")
+                self._record(row, status="failed", error="Agent is not connected")
                 raise Conflict("Agent is not connected")
             if not expects_response:
-                await self._finish(command_id, status="sent")
+                self._record(row, status="sent")
                 return Outcome(command_id, True, None, None, time.perf_counter() - started)
             try:
                 answer = await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except TimeoutError:
-                await self._finish(
-                    command_id, status="timeout", error=f"No answer within {timeout:g} s"
-                )
+                self._record(row, status="timeout", error=f"No answer within {timeout:g} s")
                 raise GatewayTimeout(
                     f"The agent did not answer within {timeout:g} s", commandId=command_id
                 ) from None
@@ -119,8 +143,8 @@ class Commands:
             self.relay.reply_to.pop(command_id, None)
             self._agents.pop(command_id, None)
         elapsed = time.perf_counter() - started
-        await self._finish(
-            command_id,
+        self._record(
+            row,
             status="succeeded" if answer.success else "failed",
             result=answer.result,
             error=answer.error,
@@ -128,27 +152,25 @@ class Commands:
         )
         return Outcome(command_id, answer.success, answer.result, answer.error, elapsed)
 
-    async def _finish(
+    def _record(
         self,
-        command_id: str,
+        row: dict[str, Any],
         *,
         status: str,
         result: Any = None,
         error: str | None = None,
         execution_time: float | None = None,
     ) -> None:
-        async with self.db.session() as session:
-            await session.execute(
-                update(Command)
-                .where(Command.id == command_id, Command.status == "pending")
-                .values(
-                    status=status,
-                    result=result,
-                    error=error,
-                    execution_time=execution_time,
-                    completed_at=utcnow(),
-                )
-            )
+        self.records.record(
+            {
+                **row,
+                "status": status,
+                "result": result,
+                "error": error,
+                "execution_time": execution_time,
+                "completed_at": utcnow(),
+            }
+        )
 
     # -- the agent's side ------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ async def _run(
             timeout=hub.settings.command_timeout,
             via="ws",
             command_id=command_id,
+            checked=True,  # the socket's access to the agent was checked when it opened
         )
     except KaiError as exc:
         conn.send({"type": "command_error", "commandId": command_id, "error": exc.detail})

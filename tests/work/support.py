@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from kai.hub import Hub
 from kai.work.models import Command
-from tests.agents.support import RawAgent
+from tests.agents.support import RawAgent, eventually
 
 DEMO = "kai.demo:agent"
 
@@ -37,17 +37,23 @@ async def kept_alive(agent: RawAgent, interval: float = 0.2) -> AsyncIterator[Ra
 
 
 async def command_rows(hub: Hub, agent_id: str) -> dict[str, Command]:
-    """The agent's rows of the ``commands`` table, by command id."""
+    """The agent's rows of the ``commands`` table, by command id (the records this hub
+    holds written first: they are written behind)."""
+    await hub.commands.records.flush()
     async with hub.db.session(write=False) as session:
         rows = (await session.scalars(select(Command).where(Command.agent_id == agent_id))).all()
     return {row.id: row for row in rows}
 
 
 async def command_row(hub: Hub, command_id: str) -> Command:
-    async with hub.db.session(write=False) as session:
-        row = await session.get(Command, command_id)
-    assert row is not None, f"command {command_id} not recorded"
-    return row
+    """The command's row: written behind by the node that sent it, which may be another."""
+    await hub.commands.records.flush()
+
+    async def recorded() -> Command | None:
+        async with hub.db.session(write=False) as session:
+            return await session.get(Command, command_id)
+
+    return await eventually(recorded, 5, what=f"command {command_id} recorded")
 
 
 def payload(response: Any) -> dict[str, Any]:

@@ -180,6 +180,7 @@ async def test_an_agent_killed_mid_command_leaves_its_callers_a_timeout_at_their
                 "commandId": ws_id,
                 "error": f"The agent did not answer within {DEADLINE:g} s",
             }
+            await far.hub.commands.records.flush()  # the callers' node records their commands
             rows = await command_rows(near.hub, agent_id)
             assert {rows[rest_id].status, rows[ws_id].status} == {"timeout"}
             await ann.wait_status(agent_id, "offline", 10)
