@@ -139,23 +139,31 @@ class AgentConnection:
 
     async def _receive_loop(self) -> int | None:
         timeout = self.settings.agent_heartbeat_timeout
-        while True:
-            try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout)
-            except TimeoutError:
-                code = Close.HEARTBEAT_TIMEOUT if self.live.ready else Close.PROTOCOL_ERROR
-                reason = "Heartbeat timeout" if self.live.ready else "No hello received"
-                await self.live.close(code, reason)
-                return code
-            if message["type"] == "websocket.disconnect":
-                return int(message.get("code", 1000))
-            self.live.messages_in += 1
-            self.live.last_activity = utcnow()
-            raw = message.get("text")
-            if raw is None:  # the protocol speaks JSON in text frames only
-                await self._error("Invalid message format", details="Send JSON in text frames")
-                continue
-            await self._handle(raw)
+        loop = asyncio.get_running_loop()
+        try:
+            # One deadline for the connection, moved on by every message (cheaper than a
+            # timeout per receive) and paused while a message is handled.
+            async with asyncio.timeout(timeout) as deadline:
+                while True:
+                    message = await self.ws.receive()
+                    deadline.reschedule(None)
+                    if message["type"] == "websocket.disconnect":
+                        return int(message.get("code", 1000))
+                    self.live.messages_in += 1
+                    self.live.last_activity = utcnow()
+                    raw = message.get("text")
+                    if raw is None:  # the protocol speaks JSON in text frames only
+                        await self._error(
+                            "Invalid message format", details="Send JSON in text frames"
+                        )
+                    else:
+                        await self._handle(raw)
+                    deadline.reschedule(loop.time() + timeout)
+        except TimeoutError:
+            code = Close.HEARTBEAT_TIMEOUT if self.live.ready else Close.PROTOCOL_ERROR
+            reason = "Heartbeat timeout" if self.live.ready else "No hello received"
+            await self.live.close(code, reason)
+            return code
 
     async def _error(self, error: str, **details: Any) -> None:
         await self.live.send({"type": "error", "error": error, **details})
