@@ -40,6 +40,7 @@ from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.openapi import problem_schema
 from kai.ops import routes as ops_routes
+from kai.ops.metrics import COUNTS, HttpMetrics, Metrics
 from kai.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.realtime import routes as realtime_routes
 from kai.realtime.broker import Broker, MemoryBroker, Window
@@ -228,6 +229,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="REST and WebSocket API of the kai hub. Errors are `application/problem+json`.",
         lifespan=lifespan,
     )
+    app.state.metrics = Metrics()
+    app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     app.add_middleware(
         RequestGuard,
         max_body=settings.max_body_bytes,
@@ -264,6 +267,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RedisError)
     async def broker_down(_: Request, exc: RedisError) -> Response:
+        COUNTS.broker_errors += 1
         log.warning("broker unavailable: %s", type(exc).__name__)
         return _problem_response(
             problem(503, "The broker is unavailable; try again shortly"), {"Retry-After": "2"}

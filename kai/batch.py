@@ -9,6 +9,8 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DataError, IntegrityError
 
+from kai.ops.metrics import COUNTS
+
 log = logging.getLogger("kai.batch")
 
 T = TypeVar("T")
@@ -103,4 +105,5 @@ class BatchWriter(Generic[T]):
             try:
                 await self.flush()
             except Exception:
+                COUNTS.database_errors += 1
                 log.exception("%s: batch not written; keeping %d rows", self.name, self.pending)

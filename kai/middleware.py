@@ -7,10 +7,12 @@ import re
 import uuid
 
 import orjson
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kai.errors import problem
+from kai.ops.metrics import COUNTS
 
 log = logging.getLogger("kai.http")
 
@@ -116,7 +118,9 @@ class RequestGuard:
         except BodyTooLarge:
             if not exchange.started:
                 await exchange.problem(413, _too_large(cap))
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError):
+                COUNTS.database_errors += 1
             log.exception(
                 "unhandled error in %s %s (request id %s)",
                 scope["method"],

@@ -1,4 +1,4 @@
-"""Health and readiness, answered without authentication."""
+"""Health, readiness and metrics, answered without authentication."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import asyncio
 import logging
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
 
 from kai import __version__
+from kai.agents.models import Agent
 from kai.auth.deps import HubDep
 from kai.errors import ServiceUnavailable
 from kai.openapi import errors
+from kai.ops.metrics import COUNTS, Metrics
 from kai.schemas import Wire
+from kai.work.models import Task
 
 router = APIRouter(tags=["ops"])
 log = logging.getLogger("kai.ops")
@@ -63,3 +68,37 @@ async def ready(hub: HubDep) -> Readiness:
     if any(state != "ok" for state in checks.values()):
         raise ServiceUnavailable("Not ready", checks=checks)
     return Readiness(checks=checks)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition: HTTP requests by route, status and"
+            " latency; WebSocket connections; events published, delivered and dropped;"
+            " commands and tasks by outcome; agents and tasks by status; database and broker"
+            " errors",
+            "content": {"text/plain": {"example": 'kai_commands_total{outcome="succeeded"} 3.0\n'}},
+        }
+    },
+)
+async def metrics(request: Request, hub: HubDep) -> Response:
+    """The hub's metrics in Prometheus format, without authentication (like ``/health``):
+    restrict it at the proxy if the counts are not for everyone."""
+    registry: Metrics = request.app.state.metrics
+    snapshot = registry.collector.snapshot
+    snapshot.client_connections = len(hub.clients)
+    snapshot.agent_connections = len(hub.live)
+    try:
+        async with hub.db.session(write=False) as session:
+            agents = await session.execute(
+                select(Agent.status, func.count()).group_by(Agent.status)
+            )
+            tasks = await session.execute(select(Task.status, func.count()).group_by(Task.status))
+            snapshot.agents_by_status = {str(k): int(v) for k, v in agents.all()}
+            snapshot.tasks_by_status = {str(k): int(v) for k, v in tasks.all()}
+    except Exception as exc:  # the counters are still worth serving
+        COUNTS.database_errors += 1
+        log.warning("metrics: database gauges not read: %s", type(exc).__name__)
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

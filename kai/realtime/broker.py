@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kai.ops.metrics import COUNTS
 from kai.realtime.events import Event, new_epoch, stamp
 
 Listener = Callable[[Event], None]
@@ -133,6 +134,7 @@ class MemoryBroker:
     async def publish(self, agent_id: str, event: dict[str, Any]) -> Event | None:
         log = self._log(agent_id)
         log.seq += 1
+        COUNTS.events_published += 1
         stamped = stamp(agent_id, event, seq=log.seq, epoch=log.epoch)
         log.entries.append(stamped)
         self._trim(log)

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event, dumps
 
@@ -197,6 +198,7 @@ class ClientConnection:
         self._queue.append(item)
         if len(self._queue) > self.max_queue:
             self.dropped = True
+            COUNTS.events_dropped += len(self._queue)
             self._queue.clear()
             self.close_soon(CloseCode.SLOW_CONSUMER, "Slow consumer: resume with ?since")
             return
@@ -256,6 +258,7 @@ class ClientConnection:
                         )
                     await ws.send_text(item)
                     self.sent += 1
+                    COUNTS.events_delivered += 1
                 if self._closing is not None:
                     await self._close(*self._closing)
                     return

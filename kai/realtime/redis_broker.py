@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from kai.db import utcnow
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import YIELD_EVERY, Handler, Listener, Replay, Window
 from kai.realtime.events import Event, dumps, new_epoch
 
@@ -168,8 +169,11 @@ class RedisBroker:
             self._defer(agent_id, event)
             return None
         try:
-            return await self._append(agent_id, event)
+            appended = await self._append(agent_id, event)
+            COUNTS.events_published += 1
+            return appended
         except (RedisError, OSError) as exc:
+            COUNTS.broker_errors += 1
             log.warning(
                 "redis unavailable (%s); holding events until it is back", type(exc).__name__
             )
@@ -197,7 +201,9 @@ class RedisBroker:
                 keys=list(_keys(agent_id, self.prefix)),
                 args=[new_epoch(), int(time.time() * 1000), self.window.count, *bodies],
             )
+            COUNTS.events_published += len(bodies)
         except (RedisError, OSError) as exc:
+            COUNTS.broker_errors += 1
             log.warning(
                 "redis unavailable (%s); holding events until it is back", type(exc).__name__
             )

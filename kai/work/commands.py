@@ -22,6 +22,7 @@ from kai.agents.service import Registry, Viewer, effective_status
 from kai.batch import BatchWriter
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, GatewayTimeout
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
 from kai.work.models import Command
 
@@ -161,6 +162,7 @@ class Commands:
         error: str | None = None,
         execution_time: float | None = None,
     ) -> None:
+        COUNTS.commands[status] += 1
         self.records.record(
             {
                 **row,

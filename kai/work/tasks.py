@@ -32,6 +32,7 @@ from kai.agents.service import Registry, Viewer
 from kai.config import Settings
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, NotFound
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
 
@@ -525,6 +526,8 @@ class Tasks:
             }
             if task.message is not None:
                 event["message"] = task.message
+            if task.status in TASK_FINAL:
+                COUNTS.tasks[task.status] += 1
             if task.status == "succeeded":
                 event["result"] = task.result
             elif task.status == "failed":
