@@ -65,7 +65,14 @@ class ProblemResponse(Response):
         return orjson.dumps(content)
 
 
-def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def _problem_response(
+    request: Request, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """The problem as the answer, with the request's id (also in ``X-Request-ID`` and in every
+    log line written while serving it)."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        body = {**body, "requestId": request_id}
     return ProblemResponse(body, status_code=body["status"], headers=headers)
 
 
@@ -262,35 +269,37 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KaiError)
-    async def kai_error(_: Request, exc: KaiError) -> Response:
-        return _problem_response(exc.problem(), exc.headers)
+    async def kai_error(request: Request, exc: KaiError) -> Response:
+        return _problem_response(request, exc.problem(), exc.headers)
 
     @app.exception_handler(RedisError)
-    async def broker_down(_: Request, exc: RedisError) -> Response:
+    async def broker_down(request: Request, exc: RedisError) -> Response:
         COUNTS.broker_errors += 1
         log.warning("broker unavailable: %s", type(exc).__name__)
         return _problem_response(
-            problem(503, "The broker is unavailable; try again shortly"), {"Retry-After": "2"}
+            request,
+            problem(503, "The broker is unavailable; try again shortly"),
+            {"Retry-After": "2"},
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
-            return _problem_response(problem(400, "Request body is not valid JSON"))
+            return _problem_response(request, problem(400, "Request body is not valid JSON"))
         fields = [
             {"field": _field_name(tuple(p["loc"])), "message": str(p["msg"])} for p in problems
         ]
-        return _problem_response(problem(422, "Invalid request", errors=fields))
+        return _problem_response(request, problem(422, "Invalid request", errors=fields))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
         if exc.status_code == 404 and detail == "Not Found":
             detail = "No such route"
         elif exc.status_code == 405:
             detail = "Method not allowed on this route"
-        return _problem_response(problem(exc.status_code, detail), dict(exc.headers or {}))
+        return _problem_response(request, problem(exc.status_code, detail), dict(exc.headers or {}))
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from kai import logs
 from kai.auth import store
 from kai.auth.rbac import Role
 from kai.config import ConfigError, Settings
 from kai.errors import KaiError
+from kai.logs import LogFormat
 
 if TYPE_CHECKING:
     from kai.hub import Hub
@@ -34,11 +36,8 @@ agents_cli = typer.Typer(help="Manage agents on the hub.", no_args_is_help=True)
 app.add_typer(agents_cli, name="agents")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: LogFormat) -> None:
+    logs.setup(level, fmt)
 
 
 def _settings() -> Settings:
@@ -67,7 +66,7 @@ def serve(
         settings.port = port
     if demo:
         settings.demo = True
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     try:
         settings.signing_key()
     except ConfigError as exc:
@@ -93,7 +92,7 @@ def migrate_command() -> None:
     from kai.db import migrate
 
     settings = _settings()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     migrate(settings.resolved_database_url)
     typer.echo("kai: database is up to date")
 
@@ -222,7 +221,10 @@ def agent_run(
         typer.echo(f"kai: {target} is not a kai.sdk.Agent", err=True)
         raise typer.Exit(2)
     if os.environ.get("KAI_AGENT_LOG_CONSOLE", "1") != "0":
-        _setup_logging(log_level)
+        # Plain lines: a hosted agent's output is stored as its log, one record a line.
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     else:
         logging.getLogger().setLevel(log_level.upper())
     try:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 import orjson
+import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,6 +17,7 @@ from kai.errors import problem
 from kai.ops.metrics import COUNTS
 
 log = logging.getLogger("kai.http")
+access = logging.getLogger("kai.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -50,10 +53,12 @@ class _Exchange:
         self._send = send
         self.request_id = request_id
         self.started = False
+        self.status = 500
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = int(message["status"])
             headers = [*message.get("headers", []), (b"x-request-id", self.request_id.encode())]
             message = {**message, "headers": headers}
         await self._send(message)
@@ -113,8 +118,10 @@ class RequestGuard:
                     raise BodyTooLarge(cap)
             return message
 
+        started = time.perf_counter()
         try:
-            await self.app(scope, counted_receive, exchange.send)
+            with structlog.contextvars.bound_contextvars(request_id=exchange.request_id):
+                await self.app(scope, counted_receive, exchange.send)
         except BodyTooLarge:
             if not exchange.started:
                 await exchange.problem(413, _too_large(cap))
@@ -130,6 +137,22 @@ class RequestGuard:
             )
             if not exchange.started:
                 await exchange.problem(500, "Internal server error", with_id=True)
+        finally:
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            access.info(
+                "%s %s %s %.2fms",
+                scope["method"],
+                scope["path"],
+                exchange.status,
+                elapsed,
+                extra={
+                    "request_id": exchange.request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": exchange.status,
+                    "duration_ms": elapsed,
+                },
+            )
 
     def _refuse(self, scope: Scope, cap: int, *, streamed: bool) -> tuple[int, str] | None:
         query: bytes = scope.get("query_string", b"")
