@@ -39,8 +39,10 @@ from kai.hub import Hub
 from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.openapi import problem_schema
+from kai.ops import config_routes
 from kai.ops import routes as ops_routes
 from kai.ops.metrics import COUNTS, HttpMetrics, Metrics
+from kai.ops.runtime import RuntimeConfig
 from kai.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.realtime import routes as realtime_routes
 from kai.realtime.broker import Broker, MemoryBroker, Window
@@ -140,6 +142,7 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         tasks=Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live),
         streams=Streams(settings, db, registry=registry, relay=relay, broker=broker),
         files=Files(settings, db, registry=registry, relay=relay),
+        runtime=RuntimeConfig(settings, db),
         node_id=node_id,
     )
 
@@ -151,6 +154,8 @@ async def start_hub(hub: Hub) -> None:
     hub.broker.on_message(hub.commands.on_broker_message)
     hub.broker.on_message(hub.tasks.on_broker_message)
     hub.broker.on_message(hub.streams.on_broker_message)
+    hub.broker.on_message(hub.runtime.on_broker_message)
+    await hub.runtime.reload()
     hub.ws_handlers.register("command_execute", command_execute(hub))
     await hub.broker.start()
     hub.audit.start()
@@ -242,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestGuard,
         max_body=settings.max_body_bytes,
         streamed_paths=("/upload",),
-        streamed_max_body=settings.upload_max_bytes + UPLOAD_OVERHEAD,
+        streamed_max_body=lambda: settings.upload_max_bytes + UPLOAD_OVERHEAD,
     )
     _install_error_handlers(app)
     _document_problems(app)
@@ -257,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(work_routes.tasks_router)
     app.include_router(stream_routes.router)
     app.include_router(file_routes.router)
+    app.include_router(config_routes.router)
     return app
 
 

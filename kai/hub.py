@@ -14,6 +14,7 @@ from kai.auth.mail import Outbox
 from kai.auth.service import Identity
 from kai.config import Settings
 from kai.db import Database, new_id
+from kai.ops.runtime import RuntimeConfig
 from kai.ratelimit import Limiter
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
@@ -43,6 +44,7 @@ class Hub:
     tasks: Tasks
     streams: Streams
     files: Files
+    runtime: RuntimeConfig
     node_id: str = field(default_factory=new_id)
 
 

@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import orjson
 import structlog
@@ -86,7 +87,7 @@ class RequestGuard:
         *,
         max_body: int,
         streamed_paths: tuple[str, ...] = (),
-        streamed_max_body: int = 0,
+        streamed_max_body: Callable[[], int] = lambda: 0,
     ) -> None:
         self.app = app
         self.max_body = max_body
@@ -102,7 +103,7 @@ class RequestGuard:
         exchange = _Exchange(send, given if _SAFE_ID.match(given) else uuid.uuid4().hex)
         scope.setdefault("state", {})["request_id"] = exchange.request_id
         streamed = bool(self.streamed_paths) and scope["path"].endswith(self.streamed_paths)
-        cap = self.streamed_max_body if streamed else self.max_body
+        cap = self.streamed_max_body() if streamed else self.max_body
         refusal = self._refuse(scope, cap, streamed=streamed)
         if refusal is not None:
             await exchange.problem(*refusal)

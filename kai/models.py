@@ -7,4 +7,5 @@ def load_all() -> None:
     """Import every domain's models so that ``Base.metadata`` knows all tables."""
     import kai.agents.models
     import kai.auth.models
+    import kai.ops.runtime
     import kai.work.models  # noqa: F401

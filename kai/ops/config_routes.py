@@ -1,0 +1,74 @@
+"""``/api/config``: read and change the settings that may change while the hub runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from kai.auth.deps import HubDep, Require
+from kai.auth.service import Principal
+from kai.db import utcnow
+from kai.openapi import errors
+from kai.schemas import Body, Wire
+
+router = APIRouter(prefix="/api/config", tags=["ops"])
+
+Reader = Annotated[Principal, Require("config:read")]
+Updater = Annotated[Principal, Require("config:update")]
+
+
+class SettingOut(Wire):
+    value: Any
+    source: Literal["default", "environment", "runtime"]
+    environment_variable: str
+    description: str | None
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class ConfigOut(Wire):
+    settings: dict[str, SettingOut]
+    timestamp: datetime
+
+
+class ConfigUpdate(Body):
+    settings: dict[str, Any] = Field(
+        description="The settings to change, by name; null takes a runtime change back",
+        examples=[{"commandTimeout": 10, "wsRateLimit": 120}],
+    )
+
+
+class ConfigUpdated(ConfigOut):
+    success: bool = True
+    updated_fields: list[str]
+
+
+@router.get("", responses=errors(401, 403))
+async def read_config(principal: Reader, hub: HubDep) -> ConfigOut:
+    """The settings that can change at run time: each value, where it comes from (default,
+    environment, or changed at run time, by whom and when) and what it means. Secrets are
+    never among them."""
+    return ConfigOut.model_validate({"settings": hub.runtime.describe(), "timestamp": utcnow()})
+
+
+@router.put("", responses=errors(401, 403, 422))
+async def update_config(body: ConfigUpdate, principal: Updater, hub: HubDep) -> ConfigUpdated:
+    """Change runtime settings: validated (422 with the field errors), stored, audited, and
+    applied on every node without a restart."""
+    changes = hub.runtime.validate(body.settings)
+    await hub.runtime.change(changes, user_id=principal.user_id)
+    names = sorted(hub.runtime.wire(key) for key in changes)
+    hub.audit.auth(
+        "config_changed",
+        ok=True,
+        user_id=principal.user_id,
+        resource="config",
+        detail=",".join(f"{hub.runtime.wire(k)}={v}" for k, v in sorted(changes.items())),
+    )
+    await hub.broker.broadcast({"op": "config_changed"})
+    return ConfigUpdated.model_validate(
+        {"settings": hub.runtime.describe(), "timestamp": utcnow(), "updated_fields": names}
+    )
