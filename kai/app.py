@@ -39,10 +39,11 @@ from kai.hub import Hub
 from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.openapi import problem_schema
-from kai.ops import config_routes
+from kai.ops import config_routes, service_routes
 from kai.ops import routes as ops_routes
 from kai.ops.metrics import COUNTS, HttpMetrics, Metrics
 from kai.ops.runtime import RuntimeConfig
+from kai.ops.services import build_services
 from kai.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.realtime import routes as realtime_routes
 from kai.realtime.broker import Broker, MemoryBroker, Window
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ensure_first_admin(hub)
             await supervisor.start(hosted_agents(settings))
             app.state.supervisor = supervisor
+            app.state.services = build_services(hub, loops, supervisor)
             yield {"hub": hub}
         finally:
             await supervisor.stop()
@@ -263,6 +265,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream_routes.router)
     app.include_router(file_routes.router)
     app.include_router(config_routes.router)
+    app.include_router(service_routes.router)
     return app
 
 

@@ -60,7 +60,16 @@ class BatchWriter(Generic[T]):
         return len(self._buffer)
 
     def start(self) -> None:
+        self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"kai-{self.name}-writer")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Write what is buffered and stop writing; later items wait until ``start``."""
+        await self.close()
 
     async def close(self) -> None:
         self._closing = True

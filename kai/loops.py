@@ -48,3 +48,19 @@ class Loops:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.loops.clear()
+
+    def running(self, name: str) -> bool:
+        loop = self.loops.get(name)
+        return loop is not None and loop.task is not None and not loop.task.done()
+
+    async def halt(self, name: str) -> None:
+        """Stop one loop (it keeps its counts, and may be started again)."""
+        loop = self.loops[name]
+        if loop.task is not None:
+            loop.task.cancel()
+            await asyncio.gather(loop.task, return_exceptions=True)
+
+    async def restart(self, name: str) -> None:
+        loop = self.loops[name]
+        await self.halt(name)
+        loop.task = asyncio.create_task(loop._run(), name=f"kai-loop-{name}")

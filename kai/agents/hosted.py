@@ -43,9 +43,19 @@ class Supervisor:
         self.registry = registry
         self.hub_url = hub_url
         self.hosted: dict[str, Hosted] = {}
+        self.specs: list[HostedAgent] = []
         self._stopping = asyncio.Event()
 
+    @property
+    def running(self) -> bool:
+        return not self._stopping.is_set() and any(
+            h.task is not None and not h.task.done() for h in self.hosted.values()
+        )
+
     async def start(self, specs: list[HostedAgent]) -> None:
+        self._stopping.clear()
+        self.specs = list(specs)
+        self.hosted = {}
         for spec in specs:
             agent_id, token = await self._enroll(spec)
             hosted = Hosted(spec, agent_id, token)

@@ -41,6 +41,10 @@ class AuditLog:
             "audit", self._write, interval=interval, batch_size=batch_size
         )
 
+    @property
+    def writer(self) -> BatchWriter[Entry]:
+        return self._writer
+
     def record(self, entry: Entry) -> None:
         self._writer.record(entry)
 

@@ -74,6 +74,11 @@ class Outbox:
         self._mailer = mailer
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def sending(self) -> int:
+        """Mails handed over and not yet sent."""
+        return len(self._tasks)
+
     def post(self, mail: Mail) -> None:
         task = asyncio.create_task(self._deliver(mail))
         self._tasks.add(task)
