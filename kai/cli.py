@@ -251,3 +251,7 @@ def agents_restore(
 
 def main() -> None:
     app()
+
+
+# The operators' commands register themselves on the apps above.
+import kai.cli_ops  # noqa: E402, F401
