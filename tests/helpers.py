@@ -57,3 +57,14 @@ class Api:
     async def admin_token(self) -> str:
         body = await self.login(ADMIN_EMAIL, ADMIN_PASSWORD)
         return str(body["tokens"]["accessToken"]["token"])
+
+
+def same_problem(a: httpx.Response, b: httpx.Response) -> bool:
+    """Two answers carry the same problem (each request has its own ``requestId``)."""
+
+    def without_id(response: httpx.Response) -> dict[str, object]:
+        body: dict[str, object] = response.json()
+        body.pop("requestId", None)
+        return body
+
+    return without_id(a) == without_id(b)

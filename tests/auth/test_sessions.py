@@ -19,7 +19,7 @@ from tests.auth.support import (
     session_row,
     session_status,
 )
-from tests.helpers import PASSWORD, Api, assert_problem, bearer
+from tests.helpers import PASSWORD, Api, assert_problem, bearer, same_problem
 
 REFRESH = "/api/auth/refresh"
 
@@ -197,7 +197,7 @@ async def test_disabling_a_user_ends_their_sessions_and_logins(
         "/api/auth/login", json={"credentials": {"email": "zed@example.com", "password": PASSWORD}}
     )
     assert_problem(refused, 401, "Authentication failed")
-    assert refused.json() == unknown.json()
+    assert same_problem(refused, unknown)
 
     enabled = await client.put(
         f"/api/users/{user_id}", json={"disabled": False}, headers=bearer(admin)
