@@ -89,12 +89,41 @@ def serve(
 @app.command("migrate")
 def migrate_command() -> None:
     """Upgrade the database to the newest schema."""
-    from kai.db import migrate
+    from alembic.script import ScriptDirectory
+    from rich.progress import Progress
+
+    from kai.db import MIGRATIONS, migrate
 
     settings = _settings()
     _setup_logging(settings.log_level, settings.log_format)
-    migrate(settings.resolved_database_url)
-    typer.echo("kai: database is up to date")
+    url = settings.resolved_database_url
+    script = ScriptDirectory(str(MIGRATIONS))
+    revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    current = asyncio.run(_schema_revision(url))
+    pending = revisions[revisions.index(current) + 1 :] if current in revisions else revisions
+    with Progress() as progress:
+        step = progress.add_task("migrating", total=len(pending))
+        for revision in pending:
+            migrate(url, revision)
+            progress.advance(step)
+    typer.echo(f"kai: database is up to date ({len(pending)} migrations applied)")
+
+
+async def _schema_revision(url: str) -> str | None:
+    """The revision the database is at; None for a database kai has never migrated."""
+    from sqlalchemy.exc import DBAPIError
+
+    from kai.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            return result.scalar()
+    except DBAPIError:
+        return None
+    finally:
+        await engine.dispose()
 
 
 def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
@@ -240,9 +269,15 @@ def agents_restore(
 ) -> None:
     """Bring back a deleted agent from its backup (it returns offline, with its old token)."""
 
+    from rich.progress import Progress
+
     async def work(hub: Hub) -> str:
-        async with hub.db.session() as session:
-            agent = await hub.agents.restore(session, archive)
+        with Progress(transient=True) as progress:
+            step = progress.add_task("restoring", total=2)
+            async with hub.db.session() as session:
+                agent = await hub.agents.restore(session, archive)
+                progress.advance(step)
+            progress.advance(step)  # committed
             return f"{agent.name} ({agent.id})"
 
     restored = _with_hub(work)

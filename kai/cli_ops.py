@@ -8,14 +8,15 @@ They read the hub's database directly (the settings are the hub's: ``KAI_DATABAS
 from __future__ import annotations
 
 import asyncio
+import io
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 
@@ -260,3 +261,69 @@ def users_list() -> None:
         return table
 
     console.print(_with_hub(work))
+
+
+files_cli = typer.Typer(help="Upload files to agents.", no_args_is_help=True)
+app.add_typer(files_cli, name="files")
+
+
+class _Counted(io.RawIOBase):
+    """A file read for an upload, advancing a progress bar with every read."""
+
+    def __init__(self, handle: BinaryIO, progress: Progress, task: TaskID) -> None:
+        self._handle = handle
+        self._progress = progress
+        self._task = task
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._handle.fileno()  # lets httpx learn the size for Content-Length
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._progress.advance(self._task, len(data))
+        return data
+
+
+@files_cli.command("upload")
+def files_upload(
+    agent_id: Annotated[str, typer.Argument(help="The agent's id")],
+    path: Annotated[Path, typer.Argument(help="The file", exists=True, dir_okay=False)],
+    url: Annotated[str, typer.Option(envvar="KAI_URL", help="The hub")] = "http://127.0.0.1:8000",
+    email: Annotated[str | None, typer.Option(envvar="KAI_EMAIL")] = None,
+    password: Annotated[str | None, typer.Option(envvar="KAI_PASSWORD")] = None,
+    metadata: Annotated[str | None, typer.Option(help="A JSON object kept with the file")] = None,
+) -> None:
+    """Upload a file to an agent through the hub's API, with a progress bar."""
+    from kai.sdk.client import KaiApiError, KaiClient
+
+    if email is None or password is None:
+        console.print("kai: give --email and --password (or KAI_EMAIL and KAI_PASSWORD)")
+        raise typer.Exit(2)
+
+    async def upload() -> dict[str, object]:
+        async with KaiClient(url) as kai:
+            await kai.login(email, password)
+            with path.open("rb") as handle, _progress() as progress:
+                task = progress.add_task(path.name, total=path.stat().st_size)
+                counted = _Counted(handle, progress, task)
+                files = {"file": (path.name, counted, "application/octet-stream")}
+                data = {"metadata": metadata} if metadata else None
+                response = await kai.request(
+                    "POST", f"/api/agents/{agent_id}/upload", files=files, data=data
+                )
+                body: dict[str, object] = response.json()
+                return body
+
+    try:
+        uploaded = asyncio.run(upload())
+    except KaiApiError as exc:
+        console.print(f"kai: {exc.status} {exc.detail}", markup=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"kai: uploaded {uploaded['filename']} ({uploaded['size']} bytes, "
+        f"sha256 {uploaded['sha256']}) as {uploaded['fileId']}",
+        markup=False,
+    )

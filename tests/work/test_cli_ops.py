@@ -11,7 +11,7 @@ from kai.agents import backup
 from tests.agents.processes import REPO_ROOT, Launcher, child_env, run_cli
 from tests.agents.support import HubServer, People, agent_socket
 from tests.conftest import TEST_SECRET
-from tests.helpers import ADMIN_EMAIL
+from tests.helpers import ADMIN_EMAIL, PASSWORD
 from tests.work.support import DEMO, kept_alive
 
 MARKUP = "[bold red]not markup[/bold red] <img src=x onerror=alert(1)>"
@@ -111,3 +111,49 @@ async def test_logs_are_followed_and_printed_as_text(server: HubServer, people: 
         finally:
             follower.terminate()
             await follower.wait()
+
+
+async def test_a_file_is_uploaded_with_a_progress_bar(
+    server: HubServer, people: People, tmp_path: Path
+) -> None:
+    ann = await people.join("ann@example.com")
+    created = await ann.create_agent("inbox")
+    source = tmp_path / "report.bin"
+    source.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    env = {**environment(server), "KAI_PASSWORD": PASSWORD}
+    uploaded = await run_cli(
+        "files",
+        "upload",
+        created.agent_id,
+        str(source),
+        "--url",
+        server.base_url,
+        "--email",
+        "ann@example.com",
+        "--metadata",
+        '{"kind": "report"}',
+        env=env,
+    )
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "uploaded report.bin (1048576 bytes" in uploaded.stdout
+    listed = (await ann.call("GET", f"/api/agents/{created.agent_id}/files")).json()
+    assert [(f["filename"], f["size"], f["metadata"]) for f in listed["files"]] == [
+        ("report.bin", 1_048_576, {"kind": "report"})
+    ]
+    stored = listed["files"][0]["fileId"]
+    download = await ann.call("GET", f"/api/files/{stored}")
+    assert download.content == source.read_bytes()
+
+    refused = await run_cli(
+        "files",
+        "upload",
+        "nobody",
+        str(source),
+        "--url",
+        server.base_url,
+        "--email",
+        "ann@example.com",
+        env=env,
+    )
+    assert refused.returncode == 1
+    assert "404 Agent not found" in refused.stdout
