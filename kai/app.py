@@ -33,6 +33,7 @@ from kai.auth.passwords import Passwords
 from kai.auth.service import Identity
 from kai.auth.tokens import Signer
 from kai.config import HostedAgent, Settings
+from kai.console import routes as console_routes
 from kai.db import Database, migrate, new_id
 from kai.errors import KaiError, problem
 from kai.hub import Hub
@@ -50,6 +51,10 @@ from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import default_handlers
 from kai.realtime.redis_broker import RedisBroker
+from kai.teams import routes as team_routes
+from kai.teams import socket as team_socket
+from kai.teams.peers import Peers
+from kai.teams.service import Teams
 from kai.work import file_routes, stream_routes
 from kai.work import routes as work_routes
 from kai.work.commands import Commands
@@ -118,6 +123,17 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
     registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
     clients = Clients()
     identity.kicks = lambda message: relay.spawn(broker.broadcast({"op": "kick", **message}))
+    commands = Commands(
+        db,
+        registry=registry,
+        relay=relay,
+        broker=broker,
+        live=live,
+        record_interval=settings.log_flush_interval,
+    )
+    tasks = Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live)
+    streams = Streams(settings, db, registry=registry, relay=relay, broker=broker)
+    teams = Teams(audit)
     return Hub(
         settings=settings,
         db=db,
@@ -132,18 +148,24 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         clients=clients,
         ws_handlers=default_handlers(),
         ws_limiter=limiter,
-        commands=Commands(
-            db,
-            registry=registry,
-            relay=relay,
-            broker=broker,
-            live=live,
-            record_interval=settings.log_flush_interval,
-        ),
-        tasks=Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live),
-        streams=Streams(settings, db, registry=registry, relay=relay, broker=broker),
+        commands=commands,
+        tasks=tasks,
+        streams=streams,
         files=Files(settings, db, registry=registry, relay=relay),
         runtime=RuntimeConfig(settings, db),
+        teams=teams,
+        peers=Peers(
+            settings,
+            db,
+            teams=teams,
+            registry=registry,
+            commands=commands,
+            tasks=tasks,
+            streams=streams,
+            broker=broker,
+            relay=relay,
+            live=live,
+        ),
         node_id=node_id,
     )
 
@@ -266,6 +288,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(file_routes.router)
     app.include_router(config_routes.router)
     app.include_router(service_routes.router)
+    app.include_router(team_routes.router)
+    app.include_router(team_socket.router)
+    app.include_router(console_routes.router)
+    app.mount("/console", console_routes.console_files(), name="console")
     return app
 
 

@@ -50,6 +50,22 @@ async def fail(params: dict[str, Any]) -> None:
     raise RuntimeError(str(params.get("message") or "failed on purpose"))
 
 
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+@agent.command("log")
+async def write_log(params: dict[str, Any]) -> dict[str, str]:
+    """Write ``message`` to the agent's log at ``level`` (debug, info or warning)."""
+    message = params.get("message")
+    if not isinstance(message, str) or not message:
+        raise ValueError("message must be a non-empty string")
+    level = params.get("level", "info")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+    log.log(LEVELS[level], "%s", message)
+    return {"logged": message, "level": level}
+
+
 @agent.task("count")
 async def count(params: dict[str, Any], task: TaskContext) -> dict[str, int]:
     """Count to ``steps`` (default 5), reporting progress at every step."""

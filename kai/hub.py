@@ -19,6 +19,8 @@ from kai.ratelimit import Limiter
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers
+from kai.teams.peers import Peers
+from kai.teams.service import Teams
 from kai.work.commands import Commands
 from kai.work.files import Files
 from kai.work.streams import Streams
@@ -45,6 +47,8 @@ class Hub:
     streams: Streams
     files: Files
     runtime: RuntimeConfig
+    teams: Teams
+    peers: Peers
     node_id: str = field(default_factory=new_id)
 
 

@@ -8,4 +8,5 @@ def load_all() -> None:
     import kai.agents.models
     import kai.auth.models
     import kai.ops.runtime
+    import kai.teams.models
     import kai.work.models  # noqa: F401

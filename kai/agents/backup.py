@@ -139,9 +139,23 @@ async def restore(session: AsyncSession, document: dict[str, Any]) -> Agent:
         rows = [_columns(model, row) for row in work.get(name, [])]
         for row in rows:
             _settle(name, row)
+        if name == "tasks":
+            await _drop_lost_parents(session, rows)
         if rows:
             await session.execute(insert(model), rows)
     return agent
+
+
+async def _drop_lost_parents(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """A subtask whose parent task is gone (its agent deleted) comes back without one."""
+    parents = {row["parent_id"] for row in rows if row.get("parent_id")}
+    if not parents:
+        return
+    here = {row["id"] for row in rows}
+    found = set(await session.scalars(select(Task.id).where(Task.id.in_(parents))))
+    for row in rows:
+        if row.get("parent_id") and row["parent_id"] not in found | here:
+            row["parent_id"] = None
 
 
 def _settle(table: str, row: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ class Channel(Protocol):
 
     async def send(self, message: dict[str, Any]) -> None: ...
 
+    async def send_text(self, text: str) -> None: ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
 
@@ -39,6 +41,11 @@ class LiveAgent:
     async def send(self, message: dict[str, Any]) -> None:
         self.messages_out += 1
         await self.channel.send(message)
+
+    async def send_text(self, text: str) -> None:
+        """Send a message already serialized as JSON text."""
+        self.messages_out += 1
+        await self.channel.send_text(text)
 
     def take_counts(self) -> tuple[int, int]:
         """Messages in and out since the last call, for adding to the stored totals."""

@@ -174,6 +174,115 @@ class StreamEnd(_Message):
     error: Annotated[Text | None, Field(max_length=MAX_LOG_MESSAGE)] = None
 
 
+# -- coordination: an agent working with its peers through the hub ------------------------------
+
+RequestId = Annotated[str, Field(min_length=1, max_length=64)]
+PeerName = Annotated[str, Field(min_length=1, max_length=200)]
+Params = Annotated[dict[str, Any], Field(default_factory=dict)]
+Priority = Literal["low", "medium", "high", "critical"]
+
+
+class PeerCommand(_Message):
+    """Send a command to a peer; the answer comes back as ``peer_reply``."""
+
+    type: Literal["peer_command"]
+    request_id: RequestId
+    peer: PeerName  # the peer's agent id, or its name among the owner's agents
+    command: Name
+    params: Params
+    timeout: Annotated[float, Field(gt=0, le=300)] | None = None
+
+
+class PeerTask(_Message):
+    """Queue a task for a peer; a subtask of ``parentTaskId`` (a task this agent is running)."""
+
+    type: Literal["peer_task"]
+    request_id: RequestId
+    peer: PeerName
+    task_type: Name
+    params: Params
+    priority: Priority = "medium"
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+    parent_task_id: WorkId | None = None
+
+
+class PeerTaskStatus(_Message):
+    """Where a task this agent created stands (answered as ``peer_reply``)."""
+
+    type: Literal["peer_task_status"]
+    request_id: RequestId
+    task_id: WorkId
+
+
+class PeerTaskCancel(_Message):
+    """Cancel a task this agent created."""
+
+    type: Literal["peer_task_cancel"]
+    request_id: RequestId
+    task_id: WorkId
+
+
+class PeerStream(_Message):
+    """Open a prompt stream on a peer; its chunks come as ``peer_stream_chunk``."""
+
+    type: Literal["peer_stream"]
+    request_id: RequestId
+    peer: PeerName
+    prompt: Annotated[Text, Field(min_length=1, max_length=100_000)]
+    context: Params
+    options: Params
+
+
+class Subscribe(_Message):
+    """Follow a team channel (``team:<id>``) or a peer's events (``agent:<id or name>``),
+    from after ``since`` in ``epoch`` when resuming, as ``feed`` messages."""
+
+    type: Literal["subscribe"]
+    request_id: RequestId | None = None
+    feed: Annotated[str, Field(min_length=6, max_length=210)]
+    since: Annotated[int, Field(ge=0)] | None = None
+    epoch: Annotated[str, Field(max_length=64)] | None = None
+
+
+class Unsubscribe(_Message):
+    type: Literal["unsubscribe"]
+    feed: Annotated[str, Field(min_length=6, max_length=210)]
+
+
+class TeamPublish(_Message):
+    """Put a message on a team's channel, in order, for every subscriber."""
+
+    type: Literal["team_publish"]
+    request_id: RequestId | None = None
+    team_id: WorkId
+    topic: Annotated[Text, Field(min_length=1, max_length=200)] = "message"
+    data: Any = None
+
+
+COORDINATION_TYPES: Final = frozenset(
+    {
+        "peer_command",
+        "peer_task",
+        "peer_task_status",
+        "peer_task_cancel",
+        "peer_stream",
+        "subscribe",
+        "unsubscribe",
+        "team_publish",
+    }
+)
+Coordination = (
+    PeerCommand
+    | PeerTask
+    | PeerTaskStatus
+    | PeerTaskCancel
+    | PeerStream
+    | Subscribe
+    | Unsubscribe
+    | TeamPublish
+)
+
 AnyAgentMessage = (
     Hello
     | Heartbeat
@@ -184,6 +293,7 @@ AnyAgentMessage = (
     | TaskResult
     | StreamChunk
     | StreamEnd
+    | Coordination
 )
 AgentMessage = Annotated[AnyAgentMessage, Field(discriminator="type")]
 AGENT_MESSAGE: Final[TypeAdapter[AnyAgentMessage]] = TypeAdapter(AgentMessage)
@@ -198,6 +308,7 @@ AGENT_MESSAGE_TYPES: Final = frozenset(
         "task_result",
         "stream_chunk",
         "stream_end",
+        *COORDINATION_TYPES,
     }
 )
 

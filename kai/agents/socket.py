@@ -48,8 +48,11 @@ class SocketChannel:
         self._lock = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(orjson.dumps(message).decode())
+
+    async def send_text(self, text: str) -> None:
         async with self._lock:
-            await self._ws.send_text(orjson.dumps(message).decode())
+            await self._ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         if self._ws.application_state == WebSocketState.DISCONNECTED:
@@ -132,6 +135,7 @@ class AgentConnection:
             log.exception("agent %s: connection failed", self.agent_id)
             await self.live.close(Close.SERVER_ERROR, "Internal error")
         finally:
+            await self.hub.peers.left(self.live)
             if self.hub.live.detach(self.live):
                 self.hub.relay.forget_agent(self.agent_id)
                 await self._end_streams()
@@ -225,6 +229,8 @@ class AgentConnection:
             refused = await self.hub.streams.ended(self.agent_id, message)
             if refused is not None:
                 await self._error(refused, streamId=message.stream_id)
+        else:  # working with peers and teams
+            await self.hub.peers.handle(self.live, message)
 
     def _presence(self) -> dict[str, Any]:
         now = utcnow()

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
-from kai.realtime.events import Event, dumps
+from kai.realtime.events import Event, dumps, subject
 
 log = logging.getLogger("kai.realtime.connection")
 
@@ -67,10 +67,13 @@ class ClientConnection:
         broker: Broker,
         status: StatusSource,
         max_queue: int,
+        snapshot_type: str = "status_update",
     ) -> None:
         self.ws = websocket
         self.who = who
-        self.agent_id = agent_id
+        self.agent_id = agent_id  # the log watched: an agent's, or a team channel's
+        self.subject = dict([subject(agent_id)])
+        self.snapshot_type = snapshot_type
         self.broker = broker
         self.status = status
         self.max_queue = max_queue
@@ -160,8 +163,8 @@ class ClientConnection:
         return dumps(
             {
                 **status,
-                "type": "status_update",
-                "agentId": self.agent_id,
+                "type": self.snapshot_type,
+                **self.subject,
                 "seq": self.seq,
                 "epoch": self.epoch,
                 "snapshot": snapshot,
@@ -172,15 +175,15 @@ class ClientConnection:
         epoch, seq = (at.epoch, at.seq) if at is not None else (self.epoch, self.seq)
         current = {
             **status,
-            "type": "status_update",
-            "agentId": self.agent_id,
+            "type": self.snapshot_type,
+            **self.subject,
             "seq": seq,
             "epoch": epoch,
         }
         return dumps(
             {
                 "type": "resync_required",
-                "agentId": self.agent_id,
+                **self.subject,
                 "seq": seq,
                 "epoch": epoch,
                 "reason": reason,

@@ -36,9 +36,25 @@ def new_epoch() -> str:
     return secrets.token_hex(8)
 
 
+TEAM_LOG = "team:"  # the prefix of a team channel's log; every other log is an agent's
+
+
+def team_log(team_id: str) -> str:
+    """The broker log of a team's channel."""
+    return TEAM_LOG + team_id
+
+
+def subject(log: str) -> tuple[str, str]:
+    """The field naming whose log an event is in: ``("agentId", id)`` or ``("teamId", id)``."""
+    if log.startswith(TEAM_LOG):
+        return "teamId", log[len(TEAM_LOG) :]
+    return "agentId", log
+
+
 def stamp(agent_id: str, event: dict[str, Any], *, seq: int, epoch: str) -> Event:
     """Number ``event`` as entry ``seq`` of the log ``epoch`` and serialize it."""
-    body = {**event, "agentId": agent_id, "seq": seq, "epoch": epoch}
+    field, value = subject(agent_id)
+    body = {**event, field: value, "seq": seq, "epoch": epoch}
     body.setdefault("timestamp", utcnow())
     return Event(agent_id, seq, epoch, dumps(body), time.time())
 

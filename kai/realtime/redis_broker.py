@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from kai.db import utcnow
 from kai.ops.metrics import COUNTS
 from kai.realtime.broker import YIELD_EVERY, Handler, Listener, Replay, Window
-from kai.realtime.events import Event, dumps, new_epoch
+from kai.realtime.events import Event, dumps, new_epoch, subject
 
 log = logging.getLogger("kai.realtime.redis")
 
@@ -192,7 +192,8 @@ class RedisBroker:
         for event in events:
             body = dict(event)
             body.setdefault("timestamp", utcnow())
-            body["agentId"] = agent_id
+            field, value = subject(agent_id)
+            body[field] = value
             body.pop("seq", None)
             body.pop("epoch", None)
             bodies.append(dumps(body)[:-1])
@@ -220,7 +221,8 @@ class RedisBroker:
     async def _append(self, agent_id: str, event: dict[str, Any]) -> Event:
         body = dict(event)
         body.setdefault("timestamp", utcnow())
-        body["agentId"] = agent_id
+        field, value = subject(agent_id)
+        body[field] = value
         body.pop("seq", None)
         body.pop("epoch", None)
         prefix = dumps(body)[:-1]

@@ -17,7 +17,7 @@ from kai.auth.service import Principal
 from kai.errors import KaiError
 from kai.hub import Hub, hub_of
 from kai.realtime.connection import ClientConnection, CloseCode, Who
-from kai.realtime.handlers import BadMessage
+from kai.realtime.handlers import BadMessage, Handlers
 
 log = logging.getLogger("kai.realtime")
 router = APIRouter()
@@ -47,7 +47,7 @@ async def _first_message_token(websocket: WebSocket) -> str | None:
     return None
 
 
-async def _authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
+async def authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
     if bearer is None:
@@ -61,25 +61,35 @@ async def _authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
         return None
 
 
-async def _may_watch(hub: Hub, principal: Principal, agent_id: str, client_ip: str | None) -> bool:
+async def admit(hub: Hub, websocket: WebSocket, *, log: str, path: str) -> Principal | None:
+    """Accept the socket, then check its origin, its token and ``agents:read`` (audited).
+    None, with the socket closed, when any of them fails."""
+    await websocket.accept()
+    if not origin_allowed(hub, websocket.headers.get("origin")):
+        await websocket.close(CloseCode.POLICY, "Origin not allowed")
+        return None
+    principal = await authenticate(hub, websocket)
+    client_ip = websocket.client.host if websocket.client else None
+    if principal is None:
+        hub.audit.auth("ws_connect", ok=False, client_ip=client_ip, resource=log)
+        await websocket.close(CloseCode.POLICY, "Authentication failed")
+        return None
     granted = rbac.allowed(principal.role, "agents:read")
     hub.audit.permission(
         "agents:read",
         granted=granted,
         user_id=principal.user_id,
-        resource=f"WS /ws/agents/{agent_id}",
+        resource=f"WS {path}",
         client_ip=client_ip,
     )
     if not granted:
-        return False
-    try:
-        async with hub.db.session(write=False) as session:
-            await hub.agents.visible(
-                session, Viewer(principal.user_id, principal.role == Role.ADMIN), agent_id
-            )
-    except KaiError:
-        return False
-    return True
+        await websocket.close(CloseCode.POLICY, "Access denied")
+        return None
+    return principal
+
+
+def viewer_of(principal: Principal) -> Viewer:
+    return Viewer(principal.user_id, principal.role == Role.ADMIN)
 
 
 @router.websocket("/ws/agents/{agentId}")
@@ -87,20 +97,16 @@ async def client_socket(websocket: WebSocket, agentId: str) -> None:
     """Watch one agent: its status, logs and work, live and resumable (docs/websocket.md)."""
     hub = hub_of(websocket)
     settings = hub.settings
-    await websocket.accept()
-    if not origin_allowed(hub, websocket.headers.get("origin")):
-        await websocket.close(CloseCode.POLICY, "Origin not allowed")
-        return
-    principal = await _authenticate(hub, websocket)
-    client_ip = websocket.client.host if websocket.client else None
+    principal = await admit(hub, websocket, log=f"agent:{agentId}", path=f"/ws/agents/{agentId}")
     if principal is None:
-        hub.audit.auth("ws_connect", ok=False, client_ip=client_ip, resource=f"agent:{agentId}")
-        await websocket.close(CloseCode.POLICY, "Authentication failed")
         return
-    if not await _may_watch(hub, principal, agentId, client_ip):
+    try:
+        async with hub.db.session(write=False) as session:
+            await hub.agents.visible(session, viewer_of(principal), agentId)
+    except KaiError:
         await websocket.close(CloseCode.POLICY, "Access denied")
         return
-    since, epoch = _resume_point(websocket)
+    since, epoch = resume_point(websocket)
     who = Who(principal.user_id, principal.session_id, principal.role)
     del principal  # its ORM rows need not live as long as the connection
     conn = ClientConnection(
@@ -114,13 +120,13 @@ async def client_socket(websocket: WebSocket, agentId: str) -> None:
     hub.clients.add(conn)
     try:
         await conn.start(since=since, epoch=epoch)
-        await _serve(hub, conn)
+        await serve(hub, conn)
     finally:
         hub.clients.discard(conn)
         await conn.stop()
 
 
-def _resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
+def resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
     raw = websocket.query_params.get("since")
     epoch = websocket.query_params.get("epoch") or None
     if raw is None:
@@ -132,11 +138,11 @@ def _resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
     return (since if since >= 0 else None), epoch
 
 
-async def _serve(hub: Hub, conn: ClientConnection) -> None:
-    await conn.serve(lambda: _read(hub, conn))
+async def serve(hub: Hub, conn: ClientConnection, handlers: Handlers | None = None) -> None:
+    await conn.serve(lambda: _read(hub, conn, handlers or hub.ws_handlers))
 
 
-async def _read(hub: Hub, conn: ClientConnection) -> None:
+async def _read(hub: Hub, conn: ClientConnection, handlers: Handlers) -> None:
     settings = hub.settings
     limit = settings.ws_max_message_bytes
     while True:
@@ -160,10 +166,10 @@ async def _read(hub: Hub, conn: ClientConnection) -> None:
         if size > limit:  # the limit is in bytes, not characters
             conn.send({"type": "error", "error": "Message too large", "maxBytes": limit})
             continue
-        await _dispatch(hub, conn, raw)
+        await _dispatch(handlers, conn, raw)
 
 
-async def _dispatch(hub: Hub, conn: ClientConnection, raw: str | bytes) -> None:
+async def _dispatch(handlers: Handlers, conn: ClientConnection, raw: str | bytes) -> None:
     try:
         data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -172,7 +178,7 @@ async def _dispatch(hub: Hub, conn: ClientConnection, raw: str | bytes) -> None:
     if not isinstance(kind, str):
         conn.send({"type": "error", "error": "Invalid message format"})
         return
-    handler = hub.ws_handlers.get(kind)
+    handler = handlers.get(kind)
     if handler is None:
         conn.send({"type": "error", "error": f"Unknown message type: {kind[:100]}"})
         return

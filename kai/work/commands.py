@@ -90,6 +90,7 @@ class Commands:
         via: str = "rest",
         command_id: str | None = None,
         checked: bool = False,
+        source_agent_id: str | None = None,
     ) -> Outcome:
         """Send ``command`` to the agent and wait up to ``timeout`` seconds for its answer."""
         command_id = command_id or new_id()
@@ -105,6 +106,7 @@ class Commands:
             "command": command,
             "parameters": parameters,
             "via": via,
+            "source_agent_id": source_agent_id,
             "created_at": utcnow(),
         }
         waiter: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()

@@ -22,7 +22,8 @@ class Command(Base):
     user_id: Mapped[str | None] = mapped_column(String(36))
     command: Mapped[str] = mapped_column(String(200))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    via: Mapped[str] = mapped_column(String(10))  # "rest" or "ws"
+    via: Mapped[str] = mapped_column(String(10))  # "rest", "ws" or "agent"
+    source_agent_id: Mapped[str | None] = mapped_column(String(36))  # the agent that sent it
     status: Mapped[str] = mapped_column(String(20), default="pending")
     result: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -64,6 +65,11 @@ class Task(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(36))
+    # A subtask: the task whose agent created it (its result goes back to that agent).
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="SET NULL"), index=True
+    )
+    source_agent_id: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -85,6 +91,7 @@ class Stream(Base):
     prompt: Mapped[str] = mapped_column(Text)
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_agent_id: Mapped[str | None] = mapped_column(String(36))  # the agent that opened it
     status: Mapped[str] = mapped_column(String(20), default="pending")
     chunks: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,7 @@ from kai.work.models import PRIORITY_NAMES, Task
 from kai.work.schemas import (
     CommandRequest,
     CommandResponse,
+    SubtaskSummary,
     TaskCancelled,
     TaskCreated,
     TaskList,
@@ -115,12 +116,17 @@ async def list_tasks(
     rows, total = await hub.tasks.listed(
         session, agentId, status=task_status, limit=limit, offset=offset
     )
-    tasks = [await task_status_of(hub, session, row) for row in rows]
+    children = await hub.tasks.subtasks_of(session, [row.id for row in rows])
+    tasks = [await task_status_of(hub, session, row, children.get(row.id, [])) for row in rows]
     return TaskList(tasks=tasks, **page_fields(total=total, offset=offset, count=len(rows)))
 
 
-async def task_status_of(hub: Hub, session: AsyncSession, task: Task) -> TaskStatus:
+async def task_status_of(
+    hub: Hub, session: AsyncSession, task: Task, subtasks: list[Task] | None = None
+) -> TaskStatus:
     estimate = await hub.tasks.estimate(session, task)
+    if subtasks is None:
+        subtasks = (await hub.tasks.subtasks_of(session, [task.id])).get(task.id, [])
     return TaskStatus(
         task_id=task.id,
         agent_id=task.agent_id,
@@ -139,6 +145,18 @@ async def task_status_of(hub: Hub, session: AsyncSession, task: Task) -> TaskSta
         queue_position=estimate.queue_position if task.status == "queued" else None,
         estimated_start_time=estimate.estimated_start,
         estimated_completion=estimate.estimated_completion,
+        parent_task_id=task.parent_id,
+        source_agent_id=task.source_agent_id,
+        subtasks=[
+            SubtaskSummary(
+                task_id=child.id,
+                agent_id=child.agent_id,
+                task_type=child.task_type,
+                status=child.status,
+                progress=child.progress,
+            )
+            for child in subtasks
+        ],
     )
 
 

@@ -61,6 +61,16 @@ class TaskCreated(Wire):
     created_at: datetime
 
 
+class SubtaskSummary(Wire):
+    """A task another agent runs on behalf of this one."""
+
+    task_id: str
+    agent_id: str
+    task_type: str
+    status: TaskState
+    progress: float
+
+
 class TaskStatus(Wire):
     task_id: str
     agent_id: str
@@ -79,6 +89,15 @@ class TaskStatus(Wire):
     queue_position: int | None
     estimated_start_time: datetime | None
     estimated_completion: datetime | None
+    parent_task_id: str | None = Field(
+        default=None, description="Set on a subtask: the task whose agent created it"
+    )
+    source_agent_id: str | None = Field(
+        default=None, description="The agent that created this task, when an agent did"
+    )
+    subtasks: list[SubtaskSummary] = Field(
+        default_factory=list, description="Tasks created for peers while this one ran"
+    )
 
 
 class TaskList(Page):

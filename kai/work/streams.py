@@ -98,6 +98,7 @@ class Streams:
         prompt: str,
         context: dict[str, Any],
         options: dict[str, Any],
+        source_agent_id: str | None = None,
     ) -> Stream:
         """Record the stream and hand the prompt to the agent's stream handler."""
         async with self.db.session(write=False) as session:
@@ -114,6 +115,7 @@ class Streams:
             prompt=prompt,
             context=context,
             options=options,
+            source_agent_id=source_agent_id,
             status="pending",
             chunks=0,
             created_at=now,
@@ -331,13 +333,23 @@ class Streams:
     async def follow(self, stream: Stream, start: int) -> AsyncIterator[str]:
         """The stream from chunk ``start`` as Server-Sent Events: stored chunks first, then
         live ones, then its end. Comments keep an idle connection open."""
+        async for item in self.read(stream, start):
+            yield sse(*item) if item[0] != KEEPALIVE_ITEM else ": keepalive\n\n"
+
+    async def read(self, stream: Stream, start: int) -> AsyncIterator[Item]:
+        """The stream from chunk ``start`` without a gap: ``("chunk", data, index)`` items,
+        then ``("end", data, None)``; ``("keepalive", {}, None)`` while nothing comes."""
         reader = _Reader(self, stream, start)
         await self.broker.subscribe(stream.agent_id, reader.listen)
         try:
-            async for text in reader.run():
-                yield text
+            async for item in reader.run():
+                yield item
         finally:
             await self.broker.unsubscribe(stream.agent_id, reader.listen)
+
+
+Item = tuple[str, dict[str, Any], int | None]
+KEEPALIVE_ITEM = "keepalive"
 
 
 def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
@@ -361,12 +373,11 @@ class _Reader:
             if message.get("type") == "stream_chunk" and message.get("streamId") == self.stream_id:
                 self.queue.put_nowait(message)
 
-    def _chunk(self, index: int, chunk: str) -> str:
+    def _chunk(self, index: int, chunk: str) -> Item:
         self.next = index + 1
-        data = {"streamId": self.stream_id, "index": index, "chunk": chunk}
-        return sse("chunk", data, index)
+        return "chunk", {"streamId": self.stream_id, "index": index, "chunk": chunk}, index
 
-    async def _stored(self) -> AsyncIterator[str]:
+    async def _stored(self) -> AsyncIterator[Item]:
         while True:
             rows = await self.streams.chunks_from(self.stream_id, self.next, READ_BATCH)
             gap = False
@@ -380,7 +391,7 @@ class _Reader:
             if gap or len(rows) < READ_BATCH:
                 return
 
-    def _drain_pending(self) -> list[str]:
+    def _drain_pending(self) -> list[Item]:
         out = []
         while self.next in self.pending:
             message = self.pending.pop(self.next)
@@ -388,19 +399,27 @@ class _Reader:
         self.pending = {i: m for i, m in self.pending.items() if i >= self.next}
         return out
 
-    async def _end(self) -> str | None:
+    async def _end(self) -> Item | None:
         """The end event, if the stream has ended and every chunk was sent."""
         stream = await self.streams.state(self.stream_id)
         if stream is None:
-            return sse("end", {"streamId": self.stream_id, "status": "failed", "chunks": self.next})
+            return (
+                "end",
+                {"streamId": self.stream_id, "status": "failed", "chunks": self.next},
+                None,
+            )
         if stream.status in ACTIVE or self.next < stream.chunks:
             return None
-        data = {"streamId": self.stream_id, "status": stream.status, "chunks": stream.chunks}
+        data: dict[str, Any] = {
+            "streamId": self.stream_id,
+            "status": stream.status,
+            "chunks": stream.chunks,
+        }
         if stream.error:
             data["error"] = stream.error
-        return sse("end", data)
+        return "end", data, None
 
-    async def run(self) -> AsyncIterator[str]:
+    async def run(self) -> AsyncIterator[Item]:
         check = True  # read the database: at the start, at the end, and to fill a gap
         while True:
             if check:
@@ -414,10 +433,10 @@ class _Reader:
             for text in out:
                 yield text
             if not came and not self.pending:
-                yield ": keepalive\n\n"
+                yield KEEPALIVE_ITEM, {}, None
             check = ended or bool(self.pending) or not came
 
-    async def _live(self) -> tuple[list[str], bool, bool]:
+    async def _live(self) -> tuple[list[Item], bool, bool]:
         """Live chunks in order; whether anything came in time; whether the end came."""
         timeout = self.streams.settings.stream_flush_interval * 3 if self.pending else KEEPALIVE
         try:
@@ -427,7 +446,7 @@ class _Reader:
         batch = [first]
         while not self.queue.empty():
             batch.append(self.queue.get_nowait())
-        out: list[str] = []
+        out: list[Item] = []
         ended = False
         for message in batch:
             index = message.get("index")

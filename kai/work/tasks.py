@@ -97,6 +97,8 @@ class Tasks:
         priority: str,
         idempotency_key: str | None,
         max_attempts: int | None,
+        parent_id: str | None = None,
+        source_agent_id: str | None = None,
     ) -> tuple[Task, bool]:
         """Queue a task (committed on return); ``True`` second when a retried create found it."""
         rank = PRIORITIES[priority]
@@ -125,6 +127,8 @@ class Tasks:
             progress=0.0,
             attempts=0,
             max_attempts=attempts,
+            parent_id=parent_id,
+            source_agent_id=source_agent_id,
             created_at=utcnow(),
         )
         try:
@@ -188,6 +192,22 @@ class Tasks:
         )
         return list(rows), int(total or 0)
 
+    @staticmethod
+    async def subtasks_of(session: AsyncSession, task_ids: list[str]) -> dict[str, list[Task]]:
+        """The subtasks of each of ``task_ids``, oldest first."""
+        found: dict[str, list[Task]] = {}
+        if not task_ids:
+            return found
+        rows = await session.scalars(
+            select(Task)
+            .where(Task.parent_id.in_(task_ids))
+            .order_by(Task.created_at, Task.id)
+            .limit(1000)
+        )
+        for row in rows:
+            found.setdefault(str(row.parent_id), []).append(row)
+        return found
+
     async def cancel(self, viewer: Viewer, task_id: str) -> tuple[Task, str]:
         """Cancel a queued task at once, or a running one (and tell the agent to stop)."""
         async with self.db.session() as session:
@@ -203,16 +223,39 @@ class Tasks:
             previous = task.status
             if previous in TASK_FINAL:
                 raise Conflict(f"Task already {previous}", currentStatus=previous)
-            task.status = "cancelled"
-            task.completed_at = utcnow()
-            task.lease_owner = None
-            task.lease_expires_at = None
-            task.message = "Cancelled"
-        await self._announce([task])
-        if previous == "running":
-            await self.relay.deliver(task.agent_id, {"type": "cancel", "id": task.id})
-            await self.wake(task.agent_id)  # its slot is free again
+            _cancelled(task, "Cancelled")
+            children = await self._cancel_subtasks(session, [task.id])
+        await self._announce([task, *(child for child, _ in children)])
+        stopped = [(task, previous), *children]
+        for each, was in stopped:
+            if was == "running":
+                await self.relay.deliver(each.agent_id, {"type": "cancel", "id": each.id})
+        for agent_id in {each.agent_id for each, was in stopped if was == "running"}:
+            await self.wake(agent_id)  # their slots are free again
         return task, previous
+
+    @staticmethod
+    async def _cancel_subtasks(session: AsyncSession, parents: list[str]) -> list[tuple[Task, str]]:
+        """Cancel the unfinished subtasks of ``parents``, and theirs, all the way down."""
+        cancelled: list[tuple[Task, str]] = []
+        seen = set(parents)
+        while parents:
+            children = list(
+                await session.scalars(
+                    select(Task)
+                    .where(Task.parent_id.in_(parents), Task.status.not_in(TASK_FINAL))
+                    .with_for_update()
+                )
+            )
+            parents = []
+            for child in children:
+                if child.id in seen:
+                    continue
+                seen.add(child.id)
+                cancelled.append((child, child.status))
+                _cancelled(child, "Cancelled with its parent task")
+                parents.append(child.id)
+        return cancelled
 
     async def estimate(self, session: AsyncSession, task: Task) -> Estimate:
         """Queue position and times, from the queue and the agent's recent task durations."""
@@ -532,9 +575,31 @@ class Tasks:
                 event["result"] = task.result
             elif task.status == "failed":
                 event["error"] = task.error
+            if task.parent_id is not None:
+                event["parentTaskId"] = task.parent_id
             events.setdefault(task.agent_id, []).append(event)
+            if task.source_agent_id is not None and task.source_agent_id != task.agent_id:
+                self.relay.spawn(self._tell_source(task.source_agent_id, task.agent_id, event))
         for agent_id, batch in events.items():
             try:
                 await self.broker.publish_many(agent_id, batch)
             except Exception:
                 log.exception("agent %s: %d task events not published", agent_id, len(batch))
+
+    async def _tell_source(self, source: str, agent_id: str, event: dict[str, Any]) -> None:
+        """The agent that created a task hears how it goes, wherever it is connected. If it is
+        not connected now, it asks with ``peer_task_status`` when it is back."""
+        try:
+            await self.relay.deliver(
+                source, {**event, "type": "subtask_update", "peerId": agent_id}
+            )
+        except Exception as exc:
+            log.info("agent %s: subtask update not delivered (%s)", source, type(exc).__name__)
+
+
+def _cancelled(task: Task, message: str) -> None:
+    task.status = "cancelled"
+    task.completed_at = utcnow()
+    task.lease_owner = None
+    task.lease_expires_at = None
+    task.message = message

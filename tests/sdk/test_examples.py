@@ -167,7 +167,7 @@ async def test_the_demo_agent_answers_every_kind_of_work(hub: FakeHub) -> None:
             "type": "hello",
             "name": "demo",
             "version": __version__,
-            "commands": ["echo", "fail", "sleep"],
+            "commands": ["echo", "fail", "log", "sleep"],
             "taskTypes": ["count"],
             "streaming": True,
             "files": True,

@@ -41,6 +41,9 @@ STATUS_FIELDS = {
     "queuePosition",
     "estimatedStartTime",
     "estimatedCompletion",
+    "parentTaskId",
+    "sourceAgentId",
+    "subtasks",
 }
 # What the event log adds to every event; the task's own fields are the rest.
 STAMP = ("agentId", "seq", "epoch", "timestamp")

@@ -86,6 +86,9 @@ async def test_a_created_task_is_stored_before_the_answer_and_read_back_in_full(
         "queuePosition": 1,
         "estimatedStartTime": view["estimatedStartTime"],
         "estimatedCompletion": None,  # nothing ran yet: no duration to go by
+        "parentTaskId": None,  # created by a person: no parent, no source agent
+        "sourceAgentId": None,
+        "subtasks": [],
     }
     assert view["estimatedStartTime"] is not None
 

@@ -1,0 +1,1 @@
+"""Multi-agent coordination: teams of agents, grants between them, and team channels."""

@@ -1,0 +1,152 @@
+"""``/api/teams`` and ``/api/agents/{agentId}/grants``: who works together, and how."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kai.agents.routes import viewer
+from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth.service import Principal
+from kai.openapi import errors
+from kai.teams.models import Grant, Team
+from kai.teams.schemas import (
+    CreateGrantRequest,
+    CreateTeamRequest,
+    DeletedGrant,
+    DeletedTeam,
+    GrantOut,
+    GrantsList,
+    TeamOut,
+    TeamsList,
+    UpdateTeamRequest,
+)
+from kai.teams.service import Teams
+
+router = APIRouter(tags=["teams"])
+
+Reader = Annotated[Principal, Require("agents:read")]
+Updater = Annotated[Principal, Require("agents:update")]
+
+
+async def _out(session: AsyncSession, teams: list[Team]) -> list[TeamOut]:
+    members = await Teams.members(session, [t.id for t in teams])
+    return [
+        TeamOut(
+            id=t.id,
+            name=t.name,
+            description=t.description,
+            owner_id=t.owner_id,
+            agent_ids=members[t.id],
+            channel_url=f"/ws/teams/{t.id}",
+            created_at=t.created_at,
+            updated_at=t.updated_at,
+        )
+        for t in teams
+    ]
+
+
+@router.get("/api/teams", responses=errors(401, 403))
+async def list_teams(principal: Reader, hub: HubDep, session: DbSession) -> TeamsList:
+    """Your teams (every team, for an admin), each with its member agents."""
+    teams = await _out(session, await hub.teams.list_visible(session, viewer(principal)))
+    return TeamsList(teams=teams, total=len(teams))
+
+
+@router.post(
+    "/api/teams", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 404, 409, 422)
+)
+async def create_team(
+    body: CreateTeamRequest, principal: Updater, hub: HubDep, session: DbSession
+) -> TeamOut:
+    """Group some of your agents into a team; its members share a channel."""
+    team = await hub.teams.create(
+        session,
+        viewer(principal),
+        name=body.name,
+        description=body.description,
+        agent_ids=body.agent_ids,
+    )
+    return (await _out(session, [team]))[0]
+
+
+@router.get("/api/teams/{teamId}", responses=errors(401, 403, 404))
+async def get_team(teamId: str, principal: Reader, hub: HubDep, session: DbSession) -> TeamOut:
+    """One team and its members."""
+    team = await hub.teams.visible(session, viewer(principal), teamId)
+    return (await _out(session, [team]))[0]
+
+
+@router.put("/api/teams/{teamId}", responses=errors(401, 403, 404, 409, 422))
+async def update_team(
+    teamId: str, body: UpdateTeamRequest, principal: Updater, hub: HubDep, session: DbSession
+) -> TeamOut:
+    """Rename a team, describe it, or replace its members (`agentIds`)."""
+    team = await hub.teams.visible(session, viewer(principal), teamId)
+    await hub.teams.update(
+        session,
+        team,
+        name=body.name,
+        description=body.description,
+        agent_ids=body.agent_ids,
+        fields=body.model_fields_set,
+    )
+    return (await _out(session, [team]))[0]
+
+
+@router.delete("/api/teams/{teamId}", responses=errors(401, 403, 404))
+async def delete_team(
+    teamId: str, principal: Updater, hub: HubDep, session: DbSession
+) -> DeletedTeam:
+    """Remove a team; the grants that name it go with it. Its agents stay."""
+    team = await hub.teams.visible(session, viewer(principal), teamId)
+    await hub.teams.delete(session, team)
+    return DeletedTeam(team_id=teamId)
+
+
+def _grant_out(grant: Grant) -> GrantOut:
+    return GrantOut.model_validate(grant)
+
+
+@router.get("/api/agents/{agentId}/grants", responses=errors(401, 403, 404))
+async def list_grants(
+    agentId: str, principal: Reader, hub: HubDep, session: DbSession
+) -> GrantsList:
+    """What this agent may do to which of your other agents and teams."""
+    await hub.agents.visible(session, viewer(principal), agentId)
+    grants = [_grant_out(g) for g in await hub.teams.grants_of(session, agentId)]
+    return GrantsList(grants=grants, total=len(grants))
+
+
+@router.post(
+    "/api/agents/{agentId}/grants",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 401, 403, 404, 422),
+)
+async def create_grant(
+    agentId: str, body: CreateGrantRequest, principal: Updater, hub: HubDep, session: DbSession
+) -> GrantOut:
+    """Let this agent send commands to, create tasks for, open streams on or watch one other
+    agent of the same owner (`targetAgentId`) or every member of one team (`targetTeamId`)."""
+    agent = await hub.agents.visible(session, viewer(principal), agentId)
+    grant = await hub.teams.grant(
+        session,
+        agent,
+        target_agent_id=body.target_agent_id,
+        target_team_id=body.target_team_id,
+        actions=list(body.actions),
+        created_by=principal.user_id,
+    )
+    return _grant_out(grant)
+
+
+@router.delete("/api/agents/{agentId}/grants/{grantId}", responses=errors(401, 403, 404))
+async def delete_grant(
+    agentId: str, grantId: str, principal: Updater, hub: HubDep, session: DbSession
+) -> DeletedGrant:
+    """Take a grant back; uses of it are refused from now on."""
+    await hub.agents.visible(session, viewer(principal), agentId)
+    await hub.teams.revoke(session, agentId, grantId)
+    return DeletedGrant(grant_id=grantId)

@@ -1,0 +1,62 @@
+"""``/ws/teams/{teamId}``: a person watches a team's channel, live and resumable."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fastapi import APIRouter, WebSocket
+
+from kai.errors import KaiError
+from kai.hub import hub_of
+from kai.realtime.connection import ClientConnection, CloseCode, Who
+from kai.realtime.events import team_log
+from kai.realtime.handlers import Handlers, already_authenticated, heartbeat, resume
+from kai.realtime.routes import admit, resume_point, serve, viewer_of
+
+router = APIRouter()
+
+
+def channel_handlers() -> Handlers:
+    """A watcher of a team channel reads; it may only ping and resume."""
+    handlers = Handlers()
+    handlers.register("heartbeat", heartbeat)
+    handlers.register("auth", already_authenticated)
+    handlers.register("resume", resume)
+    return handlers
+
+
+HANDLERS = channel_handlers()
+
+
+@router.websocket("/ws/teams/{teamId}")
+async def team_socket(websocket: WebSocket, teamId: str) -> None:
+    """Watch a team's channel: a ``team_status`` snapshot, then every ``team_message`` in order,
+    with the same ``seq``/``epoch`` resume rules as an agent's socket (docs/teams.md)."""
+    hub = hub_of(websocket)
+    principal = await admit(hub, websocket, log=f"team:{teamId}", path=f"/ws/teams/{teamId}")
+    if principal is None:
+        return
+    try:
+        async with hub.db.session(write=False) as session:
+            await hub.teams.visible(session, viewer_of(principal), teamId)
+    except KaiError:
+        await websocket.close(CloseCode.POLICY, "Access denied")
+        return
+    since, epoch = resume_point(websocket)
+    conn = ClientConnection(
+        websocket,
+        who=Who(principal.user_id, principal.session_id, principal.role),
+        agent_id=team_log(teamId),
+        broker=hub.broker,
+        status=partial(hub.peers.team_status, teamId),
+        max_queue=hub.settings.ws_send_queue,
+        snapshot_type="team_status",
+    )
+    del principal
+    hub.clients.add(conn)
+    try:
+        await conn.start(since=since, epoch=epoch)
+        await serve(hub, conn, HANDLERS)
+    finally:
+        hub.clients.discard(conn)
+        await conn.stop()
