@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import itertools
 import logging
 import random
 import signal
@@ -37,6 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from kai import __version__
 from kai.agents.protocol import FINAL_CLOSE_CODES, MAX_LOG_BATCH, Close
 from kai.sdk.logbridge import HubLogHandler
+from kai.sdk.peers import Coordinator, Peer, Team
 from kai.sdk.stats import WorkStats
 
 log = logging.getLogger("kai.sdk.connection")
@@ -64,6 +66,13 @@ class AgentStopped(Exception):
 class CommandContext:
     command_id: str
     command: str
+    _coordinator: Coordinator | None = field(default=None, repr=False)
+
+    def peer(self, name: str) -> Peer:
+        """Another agent of the same owner, by name or id (the owner grants what it may do)."""
+        if self._coordinator is None:
+            raise RuntimeError("this command is not running on a connected agent")
+        return Peer(self._coordinator, name, None)
 
 
 @dataclass(slots=True)
@@ -74,6 +83,18 @@ class TaskContext:
     task_type: str
     attempt: int
     _send: Callable[[dict[str, Any]], Awaitable[None]] = field(repr=False)
+    _coordinator: Coordinator | None = field(default=None, repr=False)
+    _subtasks: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+
+    def peer(self, name: str) -> Peer:
+        """Another agent of the same owner, by name or id. Tasks queued for it are subtasks of
+        this task; a re-run of this task finds the subtasks its earlier attempt queued, in
+        the order they were queued, rather than queueing them again."""
+        if self._coordinator is None:
+            raise RuntimeError("this task is not running on a connected agent")
+        peer = Peer(self._coordinator, name, self.task_id)
+        peer._keys = lambda: f"subtask:{self.task_id}:{next(self._subtasks)}"
+        return peer
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress between 0 and 1, with an optional message."""
@@ -132,6 +153,7 @@ class Agent:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
         self._token: str | None = None
+        self._peers = Coordinator(self.send)
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -188,6 +210,16 @@ class Agent:
             "maxConcurrency": self.max_concurrency,
             "sdk": f"kai-python/{__version__}",
         }
+
+    # -- working with peers --------------------------------------------------------------------
+
+    def peer(self, name: str) -> Peer:
+        """Another agent of the same owner, by name or id, as its grants allow this one."""
+        return Peer(self._peers, name, None)
+
+    def team(self, team_id: str) -> Team:
+        """A team this agent is a member of: publish on its channel, or follow it."""
+        return Team(self._peers, team_id)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -266,6 +298,7 @@ class Agent:
         finally:
             self._ws = None
             self.connected.clear()
+            self._peers.disconnected()
         return "failed"
 
     async def _serve(self, ws: ClientConnection) -> str:
@@ -357,10 +390,13 @@ class Agent:
     # -- messages from the hub ---------------------------------------------------------------
 
     async def _dispatch(self, message: dict[str, Any]) -> str | None:
+        if self._peers.on_message(message):
+            return None
         kind = message.get("type")
         if kind == "hello_ack":
             self.connected.set()
             log.info("connected to the hub as agent %s", self.agent_id)
+            await self._peers.connected()
         elif kind == "restart":
             await self._restart()
             return "restart"
@@ -428,9 +464,8 @@ class Agent:
             reply.update(success=False, error=f"Unknown command: {name}")
         else:
             try:
-                result = await _call(
-                    handler, message.get("params") or {}, CommandContext(command_id, name)
-                )
+                context = CommandContext(command_id, name, self._peers)
+                result = await _call(handler, message.get("params") or {}, context)
                 reply.update(success=True, result=result)
             except Exception as exc:
                 log.warning("command %s failed: %s", name, exc)
@@ -445,7 +480,7 @@ class Agent:
         task_type = str(message.get("taskType"))
         handler = self.tasks.get(task_type)
         attempt = int(message.get("attempt", 1))
-        ctx = TaskContext(task_id, task_type, attempt, self.send)
+        ctx = TaskContext(task_id, task_type, attempt, self.send, self._peers)
         reply: dict[str, Any] = {"type": "task_result", "taskId": task_id, "attempt": attempt}
         async with self._slots:
             started = time.perf_counter()

@@ -386,11 +386,62 @@ class KaiClient:
     async def metrics(self) -> str:
         return (await self.request("GET", "/metrics")).text
 
+    # -- teams and grants ----------------------------------------------------------------------
+
+    async def teams(self) -> list[JSON]:
+        teams: list[JSON] = (await self._json("GET", "/api/teams"))["teams"]
+        return teams
+
+    async def create_team(
+        self, name: str, agent_ids: list[str], *, description: str | None = None
+    ) -> JSON:
+        body = {"name": name, "agentIds": agent_ids, "description": description}
+        return await self._json("POST", "/api/teams", json=body)
+
+    async def team(self, team_id: str) -> JSON:
+        return await self._json("GET", f"/api/teams/{team_id}")
+
+    async def update_team(self, team_id: str, **changes: Any) -> JSON:
+        """Change ``name``, ``description`` or ``agentIds`` (which replaces the members)."""
+        return await self._json("PUT", f"/api/teams/{team_id}", json=changes)
+
+    async def delete_team(self, team_id: str) -> JSON:
+        return await self._json("DELETE", f"/api/teams/{team_id}")
+
+    async def grants(self, agent_id: str) -> list[JSON]:
+        grants: list[JSON] = (await self._json("GET", f"/api/agents/{agent_id}/grants"))["grants"]
+        return grants
+
+    async def grant(
+        self,
+        agent_id: str,
+        actions: list[str],
+        *,
+        target_agent_id: str | None = None,
+        target_team_id: str | None = None,
+    ) -> JSON:
+        """Let ``agent_id`` do ``actions`` (command, task, stream, watch) to one agent or team."""
+        body: JSON = {"actions": actions}
+        if target_agent_id is not None:
+            body["targetAgentId"] = target_agent_id
+        if target_team_id is not None:
+            body["targetTeamId"] = target_team_id
+        return await self._json("POST", f"/api/agents/{agent_id}/grants", json=body)
+
+    async def revoke(self, agent_id: str, grant_id: str) -> JSON:
+        return await self._json("DELETE", f"/api/agents/{agent_id}/grants/{grant_id}")
+
     # -- the client WebSocket ------------------------------------------------------------------
 
     def watch(self, agent_id: str, *, since: int | None = None, epoch: str | None = None) -> Watch:
         """The agent's events, live, resumed by itself from the last ``seq`` after a drop."""
-        return Watch(self, agent_id, since=since, epoch=epoch)
+        return Watch(self, f"/ws/agents/{agent_id}", since=since, epoch=epoch)
+
+    def watch_team(
+        self, team_id: str, *, since: int | None = None, epoch: str | None = None
+    ) -> Watch:
+        """A team's channel, live, resumed by itself from the last ``seq`` after a drop."""
+        return Watch(self, f"/ws/teams/{team_id}", since=since, epoch=epoch)
 
 
 class Watch:
@@ -401,10 +452,10 @@ class Watch:
     missed, the ``resync_required`` message comes through for the caller to act on."""
 
     def __init__(
-        self, client: KaiClient, agent_id: str, *, since: int | None, epoch: str | None
+        self, client: KaiClient, path: str, *, since: int | None, epoch: str | None
     ) -> None:
         self.client = client
-        self.agent_id = agent_id
+        self.path = path
         self.seq = since
         self.epoch = epoch
         self.reconnects = 0
@@ -426,7 +477,7 @@ class Watch:
         if self.seq is not None and self.epoch is not None:
             query = {"since": self.seq, "epoch": self.epoch}
         suffix = f"?{urlencode(query)}" if query else ""
-        return f"{base}/ws/agents/{self.agent_id}{suffix}"
+        return f"{base}{self.path}{suffix}"
 
     async def _connect(self) -> None:
         self._ws = await connect(

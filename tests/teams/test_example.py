@@ -1,0 +1,23 @@
+"""The coordinator example (kai/examples/coordinator.py) against a real hub: a task on the
+coordinator is split into subtasks for two workers, and their results come back together."""
+
+from __future__ import annotations
+
+from kai.examples.coordinator import TEXT, run_example
+from tests.agents.support import HubServer
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD
+
+
+async def test_the_coordinator_example_assembles_its_workers_results(server: HubServer) -> None:
+    status = await run_example(server.base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert status["status"] == "succeeded", status
+    words = len(TEXT.split())
+    assert status["result"]["words"] == words
+    assert sum(status["result"]["parts"]) == words
+    assert all(status["result"]["parts"])
+    the = sum(1 for w in TEXT.lower().split() if w.strip(".") == "the")
+    assert status["result"]["top"][0] == ["the", the]
+    subtasks = status["subtasks"]
+    assert len(subtasks) == 2
+    assert {s["status"] for s in subtasks} == {"succeeded"}
+    assert len({s["agentId"] for s in subtasks}) == 2
