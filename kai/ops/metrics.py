@@ -33,6 +33,7 @@ class Counts:
     broker_errors: int = 0
     commands: Tally[str] = field(default_factory=Tally)  # by outcome
     tasks: Tally[str] = field(default_factory=Tally)  # ended, by status
+    peer_requests: Tally[tuple[str, str]] = field(default_factory=Tally)  # (kind, outcome)
 
 
 COUNTS = Counts()
@@ -75,6 +76,14 @@ class KaiCollector(Collector):
         for status, value in sorted(counts.tasks.items()):
             tasks.add_metric([status], value)
         yield tasks
+        peers = CounterMetricFamily(
+            "kai_peer_requests",
+            "Requests agents made of their peers and teams, by kind and outcome",
+            labels=["kind", "outcome"],
+        )
+        for (kind, outcome), value in sorted(counts.peer_requests.items()):
+            peers.add_metric([kind, outcome], value)
+        yield peers
         sockets = GaugeMetricFamily(
             "kai_websocket_connections", "Open WebSockets on this node", labels=["kind"]
         )

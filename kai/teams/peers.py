@@ -38,6 +38,7 @@ from kai.agents.service import Registry, Viewer
 from kai.config import Settings
 from kai.db import Database
 from kai.errors import BadRequest, KaiError, NotFound
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.connection import ClientConnection, Who
 from kai.realtime.events import dumps, team_log
@@ -115,14 +116,16 @@ class Peers:
     async def handle(self, live: LiveAgent, message: Coordination) -> None:
         """Carry out one request. Quick ones (publish, subscribe) run in order on the socket;
         ones that wait (a command's answer, a stream) run beside it."""
+        kind = message.type
         if isinstance(message, TeamPublish):
-            await self._answer(live, message.request_id, self._publish(live, message))
+            await self._answer(live, kind, message.request_id, self._publish(live, message))
         elif isinstance(message, Subscribe):
-            await self._answer(live, message.request_id, self._subscribe(live, message))
+            await self._answer(live, kind, message.request_id, self._subscribe(live, message))
         elif isinstance(message, Unsubscribe):
             await self._unsubscribe(live, message.feed)
         else:
-            self._beside(live, self._answer(live, message.request_id, self._request(live, message)))
+            work = self._answer(live, kind, message.request_id, self._request(live, message))
+            self._beside(live, work)
 
     def _beside(self, live: LiveAgent, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -147,21 +150,30 @@ class Peers:
         raise Refused(f"Unexpected message {message.type}")
 
     async def _answer(
-        self, live: LiveAgent, request_id: str | None, work: Awaitable[dict[str, Any]]
+        self,
+        live: LiveAgent,
+        kind: str,
+        request_id: str | None,
+        work: Awaitable[dict[str, Any]],
     ) -> None:
         """Run ``work``; answer with ``peer_reply`` (ok with its result, or the error)."""
         try:
             result = await work
             reply: dict[str, Any] = {"type": "peer_reply", "ok": True, **result}
-        except (Refused, KaiError) as exc:
+            outcome = "ok"
+        except Refused as exc:
             reply = {"type": "peer_reply", "ok": False, "error": str(exc)}
-            if isinstance(exc, KaiError):
-                reply["status"] = exc.status
+            outcome = "refused"
+        except KaiError as exc:
+            reply = {"type": "peer_reply", "ok": False, "error": str(exc), "status": exc.status}
+            outcome = "refused" if exc.status < 500 else "failed"
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("agent %s: coordination request failed", live.agent_id)
             reply = {"type": "peer_reply", "ok": False, "error": "Request handling failed"}
+            outcome = "failed"
+        COUNTS.peer_requests[kind, outcome] += 1
         if request_id is None and reply["ok"]:
             return  # nobody asked for the answer; a refusal is always told
         reply["requestId"] = request_id

@@ -10,7 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
+from kai.db import after_commit
 from kai.openapi import errors
+from kai.realtime.connection import CloseCode
+from kai.realtime.events import team_log
 from kai.teams.models import Grant, Team
 from kai.teams.schemas import (
     CreateGrantRequest,
@@ -103,6 +106,11 @@ async def delete_team(
     """Remove a team; the grants that name it go with it. Its agents stay."""
     team = await hub.teams.visible(session, viewer(principal), teamId)
     await hub.teams.delete(session, team)
+    closing = {"op": "kick", "agentId": team_log(teamId), "code": CloseCode.AGENT_DELETED}
+    after_commit(
+        session,
+        lambda: hub.relay.spawn(hub.broker.broadcast({**closing, "reason": "Team deleted"})),
+    )
     return DeletedTeam(team_id=teamId)
 
 

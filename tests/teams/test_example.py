@@ -6,9 +6,11 @@ from __future__ import annotations
 from kai.examples.coordinator import TEXT, run_example
 from tests.agents.support import HubServer
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.work.test_metrics import scrape, value
 
 
 async def test_the_coordinator_example_assembles_its_workers_results(server: HubServer) -> None:
+    before = await scrape(server)
     status = await run_example(server.base_url, ADMIN_EMAIL, ADMIN_PASSWORD)
     assert status["status"] == "succeeded", status
     words = len(TEXT.split())
@@ -21,3 +23,10 @@ async def test_the_coordinator_example_assembles_its_workers_results(server: Hub
     assert len(subtasks) == 2
     assert {s["status"] for s in subtasks} == {"succeeded"}
     assert len({s["agentId"] for s in subtasks}) == 2
+    # Two subtasks asked for and granted, counted in the metrics.
+    after = await scrape(server)
+    metric = "kai_peer_requests_total"
+    grown = value(after, metric, kind="peer_task", outcome="ok") - value(
+        before, metric, kind="peer_task", outcome="ok"
+    )
+    assert grown == 2
