@@ -49,13 +49,13 @@ def _page() -> Response:
     return response
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def console() -> Response:
     """The console's single page; it routes by the URL's fragment from here on."""
     return _page()
 
 
-@router.get("/login/magic")
+@router.api_route("/login/magic", methods=["GET", "HEAD"])
 async def magic_landing() -> Response:
     """Where a magic link lands: the token stays in the fragment, which never reaches a server."""
     return _page()
