@@ -11,10 +11,13 @@ import { usersView } from './views/admin-users.js';
 import { agentView } from './views/agent.js';
 import { agentsView } from './views/agents.js';
 import { loginView } from './views/login.js';
+import { teamsView, teamView } from './views/teams.js';
 
 const ROUTES = [
   { pattern: /^\/agents$/, view: agentsView, title: 'Agents' },
   { pattern: /^\/agents\/([^/]+)$/, view: agentView, title: 'Agent' },
+  { pattern: /^\/teams$/, view: teamsView, title: 'Teams' },
+  { pattern: /^\/teams\/([^/]+)$/, view: teamView, title: 'Team' },
   { pattern: /^\/admin\/users$/, view: usersView, title: 'Users' },
   { pattern: /^\/admin\/audit$/, view: auditView, title: 'Audit log' },
   { pattern: /^\/admin\/services$/, view: servicesView, title: 'Services' },
@@ -24,6 +27,7 @@ const ROUTES = [
 // Admin pages appear only for a role holding their permission; the hub checks it again.
 const NAV = [
   { href: '#/agents', text: 'Agents', permission: 'agents:read' },
+  { href: '#/teams', text: 'Teams', permission: 'agents:read' },
   { href: '#/admin/users', text: 'Users', permission: 'system:admin' },
   { href: '#/admin/audit', text: 'Audit', permission: 'system:admin' },
   { href: '#/admin/services', text: 'Services', permission: 'services:read' },

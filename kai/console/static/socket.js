@@ -17,8 +17,11 @@ const GIVE_UP = new Map([
  * session is over).
  */
 export class AgentSocket {
-  constructor(agentId, { onState = () => {}, onSessionEnded = () => {} } = {}) {
+  constructor(agentId, { onState = () => {}, onSessionEnded = () => {}, path = null, giveUp = GIVE_UP } = {}) {
     this.agentId = agentId;
+    // Another socket with the same rules (a team channel: /ws/teams/{id}) can be watched too.
+    this.path = path ?? `/ws/agents/${encodeURIComponent(agentId)}`;
+    this.giveUp = giveUp;
     this.onState = onState;
     this.onSessionEnded = onSessionEnded;
     this.seq = null;
@@ -82,7 +85,7 @@ export class AgentSocket {
       params.set('epoch', this.epoch);
     }
     const query = params.toString();
-    return `${scheme}//${location.host}/ws/agents/${encodeURIComponent(this.agentId)}${query ? `?${query}` : ''}`;
+    return `${scheme}//${location.host}${this.path}${query ? `?${query}` : ''}`;
   }
 
   async connect() {
@@ -175,8 +178,8 @@ export class AgentSocket {
       this.onSessionEnded();
       return;
     }
-    if (GIVE_UP.has(code)) {
-      this.setState('closed', GIVE_UP.get(code));
+    if (this.giveUp.has(code)) {
+      this.setState('closed', this.giveUp.get(code));
       return;
     }
     if (code === 1008) {

@@ -155,3 +155,33 @@ export async function busy(form, work) {
     form.removeAttribute('aria-busy');
   }
 }
+
+const CONNECTION = {
+  idle: 'Not connected',
+  connecting: 'Connecting…',
+  live: 'Live',
+  reconnecting: 'Reconnecting…',
+  closed: 'Disconnected',
+  ended: 'Session ended',
+};
+
+/** The calm live / reconnecting indicator of a page watching a socket. */
+export function connectionIndicator() {
+  const text = h('span', { class: 'connection-text', text: CONNECTION.connecting });
+  const detail = h('span', { class: 'connection-detail' });
+  const el = h(
+    'div',
+    { class: 'connection', role: 'status', 'aria-live': 'polite', dataset: { state: 'connecting' } },
+    h('span', { class: 'dot', 'aria-hidden': 'true' }),
+    text,
+    detail,
+  );
+  return {
+    el,
+    set(state, why = '') {
+      el.dataset.state = state;
+      text.textContent = CONNECTION[state] ?? state;
+      detail.textContent = state === 'live' || !why ? '' : ` (${why})`;
+    },
+  };
+}

@@ -5,7 +5,7 @@ import { get, path } from '../api.js';
 import { h, replace } from '../dom.js';
 import { can, expire } from '../session.js';
 import { AgentSocket } from '../socket.js';
-import { badge, errorBox, notify } from '../ui.js';
+import { badge, connectionIndicator, errorBox, notify } from '../ui.js';
 import { agentActions } from './agent-actions.js';
 import { commandPanel } from './agent-command.js';
 import { filesPanel } from './agent-files.js';
@@ -15,35 +15,6 @@ import { statusPanel } from './agent-status.js';
 import { tasksPanel } from './agent-tasks.js';
 
 const METRICS_EVERY = 5000;
-const CONNECTION = {
-  idle: 'Not connected',
-  connecting: 'Connecting…',
-  live: 'Live',
-  reconnecting: 'Reconnecting…',
-  closed: 'Disconnected',
-  ended: 'Session ended',
-};
-
-function connectionIndicator() {
-  const text = h('span', { class: 'connection-text', text: CONNECTION.connecting });
-  const detail = h('span', { class: 'connection-detail' });
-  const el = h(
-    'div',
-    { class: 'connection', role: 'status', 'aria-live': 'polite', dataset: { state: 'connecting' } },
-    h('span', { class: 'dot', 'aria-hidden': 'true' }),
-    text,
-    detail,
-  );
-  return {
-    el,
-    set(state, why = '') {
-      el.dataset.state = state;
-      text.textContent = CONNECTION[state] ?? state;
-      detail.textContent = state === 'live' || !why ? '' : ` (${why})`;
-    },
-  };
-}
-
 export function agentView(root, [agentId]) {
   const error = errorBox();
   const title = h('h1', { tabindex: -1, text: 'Agent' });
