@@ -86,21 +86,42 @@ def serve(
     )
 
 
-@app.command("migrate")
-def migrate_command() -> None:
-    """Upgrade the database to the newest schema."""
+def _pending_revisions(url: str) -> tuple[str | None, list[str]]:
+    """The revision the database is at (None if kai never migrated it) and those it lacks."""
     from alembic.script import ScriptDirectory
+
+    from kai.db import MIGRATIONS
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    current = asyncio.run(_schema_revision(url))
+    if current is not None and current not in revisions:
+        raise typer.BadParameter(
+            f"the database is at schema {current}, which this kai does not know: "
+            "it was migrated by a newer kai",
+            param_hint="KAI_DATABASE_URL",
+        )
+    return current, revisions[revisions.index(current) + 1 :] if current else revisions
+
+
+@app.command("migrate")
+def migrate_command(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only list pending migrations; exit 1 if any")
+    ] = False,
+) -> None:
+    """Upgrade the database to the newest schema."""
     from rich.progress import Progress
 
-    from kai.db import MIGRATIONS, migrate
+    from kai.db import migrate
 
     settings = _settings()
     _setup_logging(settings.log_level, settings.log_format)
     url = settings.resolved_database_url
-    script = ScriptDirectory(str(MIGRATIONS))
-    revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
-    current = asyncio.run(_schema_revision(url))
-    pending = revisions[revisions.index(current) + 1 :] if current in revisions else revisions
+    current, pending = _pending_revisions(url)
+    if check:
+        typer.echo(f"kai: database schema at {current or 'nothing'}; pending: {pending or 'none'}")
+        raise typer.Exit(1 if pending else 0)
     with Progress() as progress:
         step = progress.add_task("migrating", total=len(pending))
         for revision in pending:
@@ -129,8 +150,20 @@ async def _schema_revision(url: str) -> str | None:
 def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
     from kai.app import build_hub, close_hub
 
+    settings = _settings()
+    # A new database is set up; one behind this kai is left for `kai migrate` to upgrade, so
+    # that no admin command changes the schema under running nodes of an older release.
+    current, pending = _pending_revisions(settings.resolved_database_url)
+    if current is not None and pending:
+        typer.echo(
+            f"kai: the database schema is behind this kai ({len(pending)} migrations pending): "
+            "run `kai migrate` first",
+            err=True,
+        )
+        raise typer.Exit(1)
+
     async def run() -> T:
-        hub = await build_hub(_settings())
+        hub = await build_hub(settings, run_migrations=current is None)
         try:
             return await work(hub)
         finally:

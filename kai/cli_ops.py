@@ -232,7 +232,7 @@ def agents_backup(
         return hub.agents.backup_dir / f"{backup_id}.json.gz"
 
     path = _with_hub(work)
-    console.print(f"kai: backup written to {path}")
+    console.print(f"kai: backup written to {path}", soft_wrap=True)
 
 
 def _progress() -> Progress:

@@ -274,3 +274,38 @@ async def test_no_banner_once_users_exist(hub: Hub, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert await ensure_first_admin(hub) is None
     assert capsys.readouterr().err == ""
+
+
+def test_migrate_check_and_admin_commands_never_upgrade_a_schema_behind(tmp_path: Path) -> None:
+    """`kai migrate --check` lists what is pending (exit 1) or says none (exit 0); an admin
+    command on a database behind this kai refuses instead of migrating it under older nodes."""
+    from kai.db import migrate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    env = kai_env(data)
+    url = f"sqlite+aiosqlite:///{data / 'kai.db'}"
+    migrate(url, "0005")  # a database an older release left behind
+
+    check = kai(env, "migrate", "--check")
+    assert check.returncode == 1, check.stderr
+    assert "schema at 0005; pending: ['0006']" in check.stdout
+
+    refused = kai(env, "users", "list")
+    assert refused.returncode == 1
+    assert "1 migrations pending" in refused.stderr
+    assert "run `kai migrate` first" in refused.stderr
+    assert asyncio.run(_revision(url)) == "0005"  # untouched
+
+    done = kai(env, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert "(1 migrations applied)" in done.stdout
+    assert kai(env, "migrate", "--check").returncode == 0
+    listed = kai(env, "users", "list")
+    assert listed.returncode == 0, listed.stderr
+
+
+async def _revision(url: str) -> str | None:
+    from kai.cli import _schema_revision
+
+    return await _schema_revision(url)

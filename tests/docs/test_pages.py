@@ -149,6 +149,7 @@ PAGES = [
             r"^kai: backup written to data/backups/agents/[0-9a-f-]{36}-\w+\.json\.gz$",
             r"^kai: restored agent scratch \(",
             r"^kai: database is up to date \(0 migrations applied\)$",
+            r"^kai: database schema at \d{4}; pending: none$",
             r"^HTTP/1\.1 429 Too Many Requests\r?$",
             r"^retry-after: 30\r?$",
         ),
