@@ -3,7 +3,12 @@ coordinator is split into subtasks for two workers, and their results come back 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+
 from kai.examples.coordinator import TEXT, run_example
+from tests.agents.processes import child_env
 from tests.agents.support import HubServer
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.work.test_metrics import scrape, value
@@ -30,3 +35,23 @@ async def test_the_coordinator_example_assembles_its_workers_results(server: Hub
         before, metric, kind="peer_task", outcome="ok"
     )
     assert grown == 2
+
+
+async def test_the_example_runs_as_the_readme_says(server: HubServer) -> None:
+    """`KAI_PASSWORD=... python -m kai.examples.coordinator`, against the test's hub."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kai.examples.coordinator",
+        "--hub",
+        server.base_url,
+        env=child_env(KAI_PASSWORD=ADMIN_PASSWORD, KAI_EMAIL=ADMIN_EMAIL),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    status = json.loads(out)
+    assert status["status"] == "succeeded"
+    assert status["result"]["words"] == len(TEXT.split())
+    assert [s["status"] for s in status["subtasks"]] == ["succeeded", "succeeded"]
