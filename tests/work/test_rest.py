@@ -11,7 +11,7 @@ from tests.agents.processes import Launcher
 from tests.agents.support import HubServer, People, Person, agent_socket
 from tests.work.support import DEMO, command_row, command_rows, kept_alive, payload
 
-DEMO_COMMANDS = ["echo", "fail", "sleep"]
+DEMO_COMMANDS = ["echo", "fail", "log", "sleep"]
 
 
 async def command(person: Person, agent_id: str, body: Any) -> Any:
