@@ -178,6 +178,7 @@ async def start_hub(hub: Hub) -> None:
     hub.broker.on_message(hub.tasks.on_broker_message)
     hub.broker.on_message(hub.streams.on_broker_message)
     hub.broker.on_message(hub.runtime.on_broker_message)
+    hub.broker.on_message(hub.peers.on_broker_message)
     await hub.runtime.reload()
     hub.ws_handlers.register("command_execute", command_execute(hub))
     await hub.broker.start()

@@ -155,12 +155,31 @@ class _QueuedWriter(AsyncSession):
         await self._queue()
         await super().delete(instance)
 
+    def begin_nested(self) -> Any:
+        """A savepoint, entered only once this session holds its turn to write."""
+        return _QueuedSavepoint(self, super().begin_nested())
+
     async def close(self) -> None:
         try:
             await super().close()
         finally:
             if self.info.pop("kai_holds", False):
                 self.info["kai_lock"].release()
+
+
+class _QueuedSavepoint:
+    """``async with session.begin_nested():`` for a ``_QueuedWriter``: queue, then begin."""
+
+    def __init__(self, session: _QueuedWriter, savepoint: Any) -> None:
+        self._session = session
+        self._savepoint = savepoint
+
+    async def __aenter__(self) -> Any:
+        await self._session._queue()
+        return await self._savepoint.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._savepoint.__aexit__(*exc)
 
 
 class Database:

@@ -18,6 +18,7 @@ from kai.agents.models import Agent
 from kai.agents.protocol import (
     AGENT_MESSAGE,
     AGENT_MESSAGE_TYPES,
+    COORDINATION_TYPES,
     LEVELS,
     PROTOCOL_VERSION,
     AnyAgentMessage,
@@ -193,7 +194,21 @@ class AgentConnection:
                     {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                     for e in exc.errors()[:20]
                 ]
-                await self._error("Invalid message", details=problems)
+                request_id = data.get("requestId") if kind in COORDINATION_TYPES else None
+                if isinstance(request_id, str) and request_id:
+                    # A request the agent waits on is answered, refused, by its id.
+                    await self.live.send(
+                        {
+                            "type": "peer_reply",
+                            "requestId": request_id[:64],
+                            "ok": False,
+                            "status": 422,
+                            "error": "Invalid message",
+                            "details": problems,
+                        }
+                    )
+                else:
+                    await self._error("Invalid message", details=problems)
             return
         if not self.live.ready and not isinstance(message, Hello):
             await self._error("Send hello first")

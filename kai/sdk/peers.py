@@ -28,6 +28,7 @@ log = logging.getLogger("kai.sdk.peers")
 
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MAX_EARLY = 1000
+SLOW_READER = 4008  # a feed_closed code: resubscribe from the last seq
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -75,9 +76,19 @@ class Subtask:
 
 @dataclass
 class _Feed:
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    """One subscription on the hub, shared by every reader of that feed in this agent."""
+
+    ready: asyncio.Future[None]  # set once the hub accepted it; fails if it refused
+    readers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
     seq: int | None = None
     epoch: str | None = None
+    snapshot: dict[str, Any] | None = None  # the last one: where a later reader starts
+
+    def put(self, item: dict[str, Any] | None) -> None:
+        if item is not None and item.get("snapshot"):
+            self.snapshot = item
+        for reader in self.readers:
+            reader.put_nowait(item)
 
 
 class Coordinator:
@@ -93,6 +104,7 @@ class Coordinator:
         self._subtasks: dict[str, Subtask] = {}
         self._streams: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._feeds: dict[str, _Feed] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         # Updates of subtasks whose creation answer has not come yet (they can overtake it).
         self._early: dict[str, dict[str, Any]] = {}
 
@@ -110,7 +122,13 @@ class Coordinator:
         finally:
             self._pending.pop(request_id, None)
         if not reply.get("ok"):
-            raise PeerError(str(reply.get("error")), status=reply.get("status"))
+            error = str(reply.get("error"))
+            details = reply.get("details")
+            if isinstance(details, list) and details:
+                error += ": " + "; ".join(
+                    f"{d.get('field')}: {d.get('message')}" for d in details if isinstance(d, dict)
+                )
+            raise PeerError(error, status=reply.get("status"))
         return reply
 
     async def subtask(self, message: dict[str, Any]) -> Subtask:
@@ -162,13 +180,39 @@ class Coordinator:
             self._streams.pop(stream_id, None)
 
     async def feed(self, name: str, since: int | None) -> AsyncIterator[dict[str, Any]]:
-        feed = self._feeds[name] = _Feed(seq=since)
-        await self.request({"type": "subscribe", "feed": name, "since": since})
+        """The feed's events; a second reader of the same feed shares its subscription (and
+        hears it from the moment it joins). Ends after a ``feed_closed`` event."""
+        reader: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        feed = self._feeds.get(name)
+        if feed is None:
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            feed = self._feeds[name] = _Feed(ready, seq=since)
+            feed.readers.append(reader)
+            try:
+                await self.request({"type": "subscribe", "feed": name, "since": since})
+                ready.set_result(None)
+            except BaseException as exc:
+                ready.set_exception(exc)
+                ready.exception()  # retrieved here; other readers get it too
+                if self._feeds.get(name) is feed:
+                    del self._feeds[name]  # refused: never asked for again
+                raise
+        else:
+            feed.readers.append(reader)
+            try:
+                await asyncio.shield(feed.ready)
+            except BaseException:
+                feed.readers.remove(reader)
+                raise
+            if feed.snapshot is not None and reader.empty():
+                reader.put_nowait(feed.snapshot)
         try:
-            while True:
-                yield await feed.queue.get()
+            while (item := await reader.get()) is not None:
+                yield item
         finally:
-            if self._feeds.get(name) is feed:
+            if reader in feed.readers:
+                feed.readers.remove(reader)
+            if not feed.readers and self._feeds.get(name) is feed:
                 del self._feeds[name]
                 try:
                     await self._send({"type": "unsubscribe", "feed": name})
@@ -187,27 +231,41 @@ class Coordinator:
             elif not message.get("ok"):
                 log.warning("the hub refused a request: %s", message.get("error"))
         elif kind == "subtask_update":
-            task_id = str(message.get("taskId"))
-            handle = self._subtasks.get(task_id)
-            if handle is not None:
-                self._settle(handle, message)
-            elif message.get("status") in FINAL or task_id not in self._early:
-                if len(self._early) >= MAX_EARLY:
-                    self._early.pop(next(iter(self._early)))
-                self._early[task_id] = message
+            self._on_subtask(message)
         elif kind in ("peer_stream_chunk", "peer_stream_end"):
             stream_id = str(message.get("streamId"))
             self._streams.setdefault(stream_id, asyncio.Queue()).put_nowait(message)
         elif kind == "feed":
             self._on_feed(message)
         elif kind == "feed_closed":
-            log.warning("feed %s closed by the hub: %s", message.get("feed"), message.get("reason"))
-            feed = self._feeds.get(str(message.get("feed")))
-            if feed is not None:
-                feed.queue.put_nowait({"type": "feed_closed", **message})
+            self._on_feed_closed(message)
         else:
             return False
         return True
+
+    def _on_subtask(self, message: dict[str, Any]) -> None:
+        task_id = str(message.get("taskId"))
+        handle = self._subtasks.get(task_id)
+        if handle is not None:
+            self._settle(handle, message)
+        elif message.get("status") in FINAL or task_id not in self._early:
+            if len(self._early) >= MAX_EARLY:
+                self._early.pop(next(iter(self._early)))
+            self._early[task_id] = message
+
+    def _on_feed_closed(self, message: dict[str, Any]) -> None:
+        log.warning("feed %s closed by the hub: %s", message.get("feed"), message.get("reason"))
+        name = str(message.get("feed"))
+        feed = self._feeds.get(name)
+        if feed is None:
+            return
+        if message.get("code") == SLOW_READER:
+            # Closed for reading too slowly: carry on from the last event seen.
+            self._spawn(self._send(self._subscription(name, feed)))
+            return
+        del self._feeds[name]  # access was taken back: the readers hear why, then end
+        feed.put({**message, "type": "feed_closed"})
+        feed.put(None)
 
     def _on_feed(self, message: dict[str, Any]) -> None:
         feed = self._feeds.get(str(message.get("feed")))
@@ -216,15 +274,30 @@ class Coordinator:
             return
         if isinstance(event.get("seq"), int):
             feed.seq, feed.epoch = event["seq"], event.get("epoch")
-        feed.queue.put_nowait(event)
+        feed.put(event)
 
     async def connected(self) -> None:
         """Back on the hub: resume the feeds and ask after the subtasks still running."""
         for name, feed in list(self._feeds.items()):
-            message = {"type": "subscribe", "feed": name, "since": feed.seq, "epoch": feed.epoch}
-            await self._send(message)
+            if feed.ready.done() and feed.ready.exception() is None:  # accepted before
+                await self._send(self._subscription(name, feed))
         for task_id in list(self._subtasks):
-            asyncio.get_running_loop().create_task(self._ask_after(task_id))
+            self._spawn(self._ask_after(task_id))
+
+    @staticmethod
+    def _subscription(name: str, feed: _Feed) -> dict[str, Any]:
+        return {"type": "subscribe", "feed": name, "since": feed.seq, "epoch": feed.epoch}
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except (ConnectionError, PeerError) as exc:
+                log.warning("coordination message not sent: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ask_after(self, task_id: str) -> None:
         try:

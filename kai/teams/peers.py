@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -40,9 +41,9 @@ from kai.db import Database
 from kai.errors import BadRequest, KaiError, NotFound
 from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
-from kai.realtime.connection import ClientConnection, Who
+from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import dumps, team_log
-from kai.teams.models import Team
+from kai.teams.models import Team, TeamMember
 from kai.teams.service import Teams
 from kai.work.commands import Commands
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, Task
@@ -82,6 +83,17 @@ class FeedSocket:
         )
 
 
+@dataclass(slots=True)
+class _Feed:
+    """One subscription of an agent's connection, and what it was allowed on."""
+
+    conn: ClientConnection
+    owner_id: str
+    agent_id: str
+    team_id: str | None
+    peer_id: str | None
+
+
 class Peers:
     def __init__(
         self,
@@ -107,8 +119,8 @@ class Peers:
         self.broker = broker
         self.relay = relay
         self.live = live
-        # connection id -> feed name -> its cursor
-        self._feeds: dict[str, dict[str, ClientConnection]] = {}
+        # connection id -> feed name -> its cursor, and who may see it
+        self._feeds: dict[str, dict[str, _Feed]] = {}
         self._work: dict[str, set[asyncio.Task[None]]] = {}
 
     # -- the socket's entry point ------------------------------------------------------------
@@ -184,9 +196,9 @@ class Peers:
 
     async def left(self, live: LiveAgent) -> None:
         """The agent's connection ended: drop its feeds and what it was waiting for."""
-        for conn in self._feeds.pop(live.connection_id, {}).values():
-            conn.ended = True
-            await conn.stop()
+        for feed in self._feeds.pop(live.connection_id, {}).values():
+            feed.conn.ended = True
+            await feed.conn.stop()
         for task in self._work.pop(live.connection_id, set()):
             task.cancel()
 
@@ -348,14 +360,16 @@ class Peers:
                     raise Refused("This agent is not a member of that team")
                 log_key, snapshot = team_log(team.id), "team_status"
                 status = partial(self.team_status, team.id)
+                team_id, peer_id = team.id, None
             else:
                 target = await self._peer(session, actor, name, "watch")
                 log_key, snapshot = target.id, "status_update"
                 status = partial(self.registry.status_event, target.id)
+                team_id, peer_id = None, target.id
         feeds = self._feeds.setdefault(live.connection_id, {})
         old = feeds.pop(message.feed, None)
         if old is not None:
-            await old.stop()
+            await old.conn.stop()
         conn = ClientConnection(
             FeedSocket(live, message.feed, lambda: self._drop(live, message.feed)),  # type: ignore[arg-type]
             who=Who(actor.owner_id, "", "agent"),
@@ -365,20 +379,60 @@ class Peers:
             max_queue=self.settings.ws_send_queue,
             snapshot_type=snapshot,
         )
-        feeds[message.feed] = conn
+        feeds[message.feed] = _Feed(conn, actor.owner_id, actor.id, team_id, peer_id)
         await conn.start(since=message.since, epoch=message.epoch)
         return {"feed": message.feed}
 
     def _drop(self, live: LiveAgent, feed: str) -> None:
-        conn = self._feeds.get(live.connection_id, {}).pop(feed, None)
-        if conn is not None:
-            self.relay.spawn(conn.stop())
+        dropped = self._feeds.get(live.connection_id, {}).pop(feed, None)
+        if dropped is not None:
+            self.relay.spawn(dropped.conn.stop())
 
     async def _unsubscribe(self, live: LiveAgent, feed: str) -> None:
-        conn = self._feeds.get(live.connection_id, {}).pop(feed, None)
-        if conn is not None:
-            conn.ended = True
-            await conn.stop()
+        dropped = self._feeds.get(live.connection_id, {}).pop(feed, None)
+        if dropped is not None:
+            dropped.conn.ended = True
+            await dropped.conn.stop()
+
+    # -- taking rights back ---------------------------------------------------------------------
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "feeds_recheck":
+            gone = message.get("teamId")
+            await self.recheck(str(message.get("ownerId")), gone_team=str(gone) if gone else None)
+
+    async def recheck(self, owner_id: str, *, gone_team: str | None = None) -> int:
+        """Close the feeds of ``owner_id``'s agents on this node that their agent may no longer
+        read (taken out of the team, grant revoked, team deleted); returns how many."""
+        closed = 0
+        for feeds in list(self._feeds.values()):
+            for name, feed in list(feeds.items()):
+                if feed.owner_id != owner_id:
+                    continue
+                if feed.team_id is not None and feed.team_id == gone_team:
+                    code, reason = CloseCode.AGENT_DELETED, "Team deleted"
+                elif await self._still_allowed(feed):
+                    continue
+                else:
+                    code, reason = CloseCode.ACCESS_REVOKED, "Access revoked"
+                if feeds.get(name) is feed:
+                    del feeds[name]
+                    feed.conn.close_soon(code, reason)  # the agent is told with feed_closed
+                    self.relay.spawn(feed.conn.stop())
+                    closed += 1
+        return closed
+
+    async def _still_allowed(self, feed: _Feed) -> bool:
+        async with self.db.session(write=False) as session:
+            if feed.team_id is not None:
+                team = await session.get(Team, feed.team_id)
+                member = await session.get(TeamMember, (feed.team_id, feed.agent_id))
+                return team is not None and team.owner_id == feed.owner_id and member is not None
+            actor = await session.get(Agent, feed.agent_id)
+            target = await session.get(Agent, feed.peer_id)
+            if actor is None or target is None:
+                return False
+            return (await self.teams.check(session, actor, target, "watch")).granted
 
     async def team_status(self, team_id: str) -> dict[str, Any]:
         """The snapshot that opens a team channel: the team and its members."""

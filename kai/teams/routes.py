@@ -11,6 +11,7 @@ from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
 from kai.db import after_commit
+from kai.hub import Hub
 from kai.openapi import errors
 from kai.realtime.connection import CloseCode
 from kai.realtime.events import team_log
@@ -96,6 +97,8 @@ async def update_team(
         agent_ids=body.agent_ids,
         fields=body.model_fields_set,
     )
+    if "agent_ids" in body.model_fields_set:
+        await _recheck_feeds(hub, session, team.owner_id)
     return (await _out(session, [team]))[0]
 
 
@@ -106,12 +109,23 @@ async def delete_team(
     """Remove a team; the grants that name it go with it. Its agents stay."""
     team = await hub.teams.visible(session, viewer(principal), teamId)
     await hub.teams.delete(session, team)
+    await _recheck_feeds(hub, session, team.owner_id, team_id=teamId)
     closing = {"op": "kick", "agentId": team_log(teamId), "code": CloseCode.AGENT_DELETED}
     after_commit(
         session,
         lambda: hub.relay.spawn(hub.broker.broadcast({**closing, "reason": "Team deleted"})),
     )
     return DeletedTeam(team_id=teamId)
+
+
+async def _recheck_feeds(
+    hub: Hub, session: AsyncSession, owner_id: str, *, team_id: str | None = None
+) -> None:
+    """Commit, then close the feeds the owner's agents lost the right to: on this node before
+    the answer (so what comes after it is never seen), and on the other nodes at once."""
+    await session.commit()
+    await hub.peers.recheck(owner_id, gone_team=team_id)
+    await hub.broker.broadcast({"op": "feeds_recheck", "ownerId": owner_id, "teamId": team_id})
 
 
 def _grant_out(grant: Grant) -> GrantOut:
@@ -155,6 +169,7 @@ async def delete_grant(
     agentId: str, grantId: str, principal: Updater, hub: HubDep, session: DbSession
 ) -> DeletedGrant:
     """Take a grant back; uses of it are refused from now on."""
-    await hub.agents.visible(session, viewer(principal), agentId)
+    agent = await hub.agents.visible(session, viewer(principal), agentId)
     await hub.teams.revoke(session, agentId, grantId)
+    await _recheck_feeds(hub, session, agent.owner_id)
     return DeletedGrant(grant_id=grantId)

@@ -228,6 +228,12 @@ class Teams:
         )
         return decision
 
+    async def check(
+        self, session: AsyncSession, actor: Agent, target: Agent, action: str
+    ) -> Decision:
+        """The same decision, not audited: for looking again at what was allowed before."""
+        return await self._decide(session, actor, target, action)
+
     async def _decide(
         self, session: AsyncSession, actor: Agent, target: Agent, action: str
     ) -> Decision:

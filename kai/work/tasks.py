@@ -225,11 +225,13 @@ class Tasks:
                 raise Conflict(f"Task already {previous}", currentStatus=previous)
             _cancelled(task, "Cancelled")
             children = await self._cancel_subtasks(session, [task.id])
-        await self._announce([task, *(child for child, _ in children)])
         stopped = [(task, previous), *children]
+        # The agents stop first: an agent waiting on a subtask cancelled with its own task is
+        # cancelled, rather than woken by the news that the subtask was.
         for each, was in stopped:
             if was == "running":
                 await self.relay.deliver(each.agent_id, {"type": "cancel", "id": each.id})
+        await self._announce([task, *(child for child, _ in children)])
         for agent_id in {each.agent_id for each, was in stopped if was == "running"}:
             await self.wake(agent_id)  # their slots are free again
         return task, previous
