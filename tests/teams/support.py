@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +56,10 @@ class Crew:
 
         await eventually(welcomed, 10, what=f"agent {agent.name} connected", interval=0.01)
         return agent
+
+    async def start_all(self, url: str, tokens: Mapping[str, str], *agents: Agent) -> list[Agent]:
+        """Start each of ``agents`` in turn, with the token registered under its name."""
+        return [await self.start(agent, url, tokens[agent.name]) for agent in agents]
 
     async def stop(self) -> None:
         for agent, _ in self.runs:
@@ -219,6 +223,35 @@ async def client_of(person: Person) -> AsyncIterator[KaiClient]:
     """The client SDK, signed in as ``person``."""
     async with KaiClient(person.server.base_url, token=person.token) as kai:
         yield kai
+
+
+async def register(kai: KaiClient, *names: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Agents named ``names``, registered for the person ``kai`` signs in as: their ids and their
+    tokens (shown this once), by name."""
+    ids: dict[str, str] = {}
+    tokens: dict[str, str] = {}
+    for name in names:
+        created = await kai.create_agent(name)
+        ids[name], tokens[name] = created["agentId"], created["agentToken"]
+    return ids, tokens
+
+
+async def start_pair(
+    kai: KaiClient,
+    crew: Crew,
+    url: str,
+    boss: Agent,
+    helper: Agent,
+    *,
+    grant: list[str] | None = None,
+) -> tuple[Agent, str, str]:
+    """Register ``boss`` and ``helper`` under their names, let the boss do ``grant`` to the helper
+    (if given) and start both: the boss, and both ids."""
+    ids, tokens = await register(kai, boss.name, helper.name)
+    if grant is not None:
+        await kai.grant(ids[boss.name], grant, target_agent_id=ids[helper.name])
+    await crew.start_all(url, tokens, boss, helper)
+    return boss, ids[boss.name], ids[helper.name]
 
 
 async def online_everywhere(servers: list[HubServer], *agent_ids: str) -> None:

@@ -13,7 +13,15 @@ from kai.sdk import Agent
 from kai.sdk.client import KaiClient
 from tests.agents.support import HubServer, People, eventually
 from tests.realtime.client_support import Watcher
-from tests.teams.support import Crew, client_of, decisions, following, refused, watch_team
+from tests.teams.support import (
+    Crew,
+    client_of,
+    decisions,
+    following,
+    refused,
+    register,
+    watch_team,
+)
 
 NOT_MEMBER = "This agent is not a member of that team"
 
@@ -35,14 +43,10 @@ async def team_of(
     kai: KaiClient, crew: Crew, server: HubServer, names: list[str]
 ) -> tuple[str, dict[str, Agent], dict[str, str]]:
     """A team of running agents named ``names``: its id, the agents and their ids."""
-    agents: dict[str, Agent] = {}
-    ids: dict[str, str] = {}
-    for name in names:
-        created = await kai.create_agent(name)
-        ids[name] = created["agentId"]
-        agents[name] = await crew.start(Agent(name), server.ws_url, created["agentToken"])
+    ids, tokens = await register(kai, *names)
+    started = await crew.start_all(server.ws_url, tokens, *(Agent(name) for name in names))
     team = await kai.create_team("crew", [ids[n] for n in names], description="all hands")
-    return str(team["id"]), agents, ids
+    return str(team["id"]), dict(zip(names, started, strict=True)), ids
 
 
 async def test_members_publish_and_every_subscriber_gets_each_message_in_order(

@@ -19,6 +19,7 @@ from tests.teams.support import (
     following,
     online_everywhere,
     read,
+    register,
     until,
     watch_team,
     worker,
@@ -35,10 +36,7 @@ async def test_a_coordinator_and_its_workers_on_two_nodes_work_together(
     ann = await People(near).join("ann@example.com")
     seen = Seen()
     async with client_of(ann) as kai, KaiClient(far.base_url, token=ann.token) as far_kai:
-        ids, tokens = {}, {}
-        for name in ("boss", "worker-a", "worker-b"):
-            created = await kai.create_agent(name)
-            ids[name], tokens[name] = created["agentId"], created["agentToken"]
+        ids, tokens = await register(kai, "boss", "worker-a", "worker-b")
         workers = await kai.create_team("workers", [ids["worker-a"], ids["worker-b"]])
         await kai.grant(ids["boss"], ["command", "task", "stream"], target_team_id=workers["id"])
         everyone = await far_kai.create_team("everyone", list(ids.values()))
@@ -113,12 +111,11 @@ async def test_cancelling_a_parent_stops_its_handler_and_its_subtask_on_the_othe
     ann = await People(near).join("ann@example.com")
     seen = Seen()
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("worker")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
+        ids, tokens = await register(kai, "boss", "worker")
+        boss_id, helper_id = ids["boss"], ids["worker"]
         await kai.grant(boss_id, ["task"], target_agent_id=helper_id)
-        await crew.start(coordinator("boss", seen), near.ws_url, boss["agentToken"])
-        await crew.start(worker("worker", seen), far.ws_url, helper["agentToken"])
+        await crew.start(coordinator("boss", seen), near.ws_url, tokens["boss"])
+        await crew.start(worker("worker", seen), far.ws_url, tokens["worker"])
         await online_everywhere([near, far], boss_id, helper_id)
 
         parent = await kai.create_task(boss_id, "fan", {"holds": [["worker", None]]})

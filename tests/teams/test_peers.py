@@ -22,6 +22,8 @@ from tests.teams.support import (
     decisions,
     read,
     refused,
+    register,
+    start_pair,
     until,
     worker,
 )
@@ -35,12 +37,9 @@ async def test_a_command_to_a_peer_is_answered_and_a_delegated_one_comes_back(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
-        await kai.grant(boss_id, ["command"], target_agent_id=helper_id)
-        agent = await crew.start(coordinator("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        agent, boss_id, helper_id = await start_pair(
+            kai, crew, server.ws_url, coordinator("boss"), worker("helper"), grant=["command"]
+        )
 
         # From the agent itself, by the peer's name or id.
         assert await agent.peer("helper").command("add", {"a": 2, "b": 3}) == {
@@ -80,13 +79,11 @@ async def test_a_subtasks_result_flows_back_to_the_parent_whose_status_lists_it(
     ann = await people.join("ann@example.com")
     seen = Seen()
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
+        ids, tokens = await register(kai, "boss", "helper")
+        boss_id, helper_id = ids["boss"], ids["helper"]
         team = await kai.create_team("helpers", [helper_id])
         await kai.grant(boss_id, ["task"], target_team_id=team["id"])
-        await crew.start(coordinator("boss", seen), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        await crew.start_all(server.ws_url, tokens, coordinator("boss", seen), worker("helper"))
 
         parent = await kai.create_task(boss_id, "delegate", {"peer": "helper", "params": {"n": 21}})
         done = await kai.wait_task(parent["taskId"], timeout=20)
@@ -138,11 +135,9 @@ async def test_a_peers_prompt_stream_is_read_in_order(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        await kai.grant(boss["agentId"], ["stream"], target_agent_id=helper["agentId"])
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        agent, boss_id, _ = await start_pair(
+            kai, crew, server.ws_url, Agent("boss"), worker("helper"), grant=["stream"]
+        )
 
         assert await read(agent, "helper", " ".join(WORDS)) == WORDS
         # Two at once, each in its own order.
@@ -154,7 +149,7 @@ async def test_a_peers_prompt_stream_is_read_in_order(
         assert failed.error.endswith(" failed: no words today"), failed.error
         # A peer that takes no prompts is refused up front.
         quiet = await kai.create_agent("quiet")
-        await kai.grant(boss["agentId"], ["stream"], target_agent_id=quiet["agentId"])
+        await kai.grant(boss_id, ["stream"], target_agent_id=quiet["agentId"])
         await crew.start(Agent("quiet"), server.ws_url, quiet["agentToken"])
         refusal = await refused(read(agent, "quiet", "hello"))
         assert (refusal.error, refusal.status) == ("Agent does not take prompt streams", 400)
@@ -165,15 +160,14 @@ async def test_a_watch_grant_lets_an_agent_follow_a_peers_events(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        agent, boss_id, helper_id = await start_pair(
+            kai, crew, server.ws_url, Agent("boss"), worker("helper")
+        )
         events = agent.peer("helper").events()
         refusal = await refused(anext(events))
         assert refusal.error == "No grant lets this agent watch the events of that agent"
 
-        await kai.grant(boss["agentId"], ["watch"], target_agent_id=helper["agentId"])
+        await kai.grant(boss_id, ["watch"], target_agent_id=helper_id)
         events = agent.peer("helper").events()
         snapshot = await anext(events)
         assert (snapshot["type"], snapshot["snapshot"], snapshot["status"]) == (
@@ -181,8 +175,8 @@ async def test_a_watch_grant_lets_an_agent_follow_a_peers_events(
             True,
             "online",
         )
-        assert snapshot["agentId"] == helper["agentId"]
-        task = await kai.create_task(helper["agentId"], "double", {"n": 2})
+        assert snapshot["agentId"] == helper_id
+        task = await kai.create_task(helper_id, "double", {"n": 2})
         statuses: list[str] = []
         async for event in events:
             assert event["seq"] == snapshot["seq"] + len(statuses) + 1, event
@@ -208,10 +202,7 @@ async def test_cancelling_a_parent_cancels_its_subtasks_all_the_way_down(
     ann = await people.join("ann@example.com")
     seen = Seen()  # the handlers of all three agents write here
     async with client_of(ann) as kai:
-        ids, tokens = {}, {}
-        for name in ("boss", "mid", "leaf"):
-            created = await kai.create_agent(name)
-            ids[name], tokens[name] = created["agentId"], created["agentToken"]
+        ids, tokens = await register(kai, "boss", "mid", "leaf")
         await kai.grant(ids["boss"], ["task"], target_agent_id=ids["mid"])
         await kai.grant(ids["mid"], ["task"], target_agent_id=ids["leaf"])
         await crew.start(coordinator("boss", seen), server.ws_url, tokens["boss"])
@@ -280,13 +271,10 @@ async def test_how_a_command_to_a_peer_can_fail(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        away = await kai.create_agent("away")
-        team = await kai.create_team("all", [helper["agentId"], away["agentId"]])
-        await kai.grant(boss["agentId"], ["command"], target_team_id=team["id"])
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        ids, tokens = await register(kai, "boss", "helper", "away")
+        team = await kai.create_team("all", [ids["helper"], ids["away"]])
+        await kai.grant(ids["boss"], ["command"], target_team_id=team["id"])
+        agent, _ = await crew.start_all(server.ws_url, tokens, Agent("boss"), worker("helper"))
 
         late = await refused(agent.peer("helper").command("wait", timeout=0.3))
         assert (late.error, late.status) == ("The agent did not answer within 0.3 s", 504)
@@ -302,16 +290,13 @@ async def test_a_subtask_cancelled_or_ended_while_its_creator_was_away_still_rea
     ann = await people.join("ann@example.com")
     seen = Seen()
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        boss_id = boss["agentId"]
-        await kai.grant(boss_id, ["task"], target_agent_id=helper["agentId"])
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper", seen), server.ws_url, helper["agentToken"])
+        agent, boss_id, helper_id = await start_pair(
+            kai, crew, server.ws_url, Agent("boss"), worker("helper", seen), grant=["task"]
+        )
 
         # A person cancels a subtask: its creator hears it as SubtaskFailed.
         handle = await agent.peer("helper").submit("hold")
-        assert (handle.peer_id, handle.replayed) == (helper["agentId"], False)
+        assert (handle.peer_id, handle.replayed) == (helper_id, False)
 
         await until(lambda: seen.started == [handle.task_id], what="the helper holding it")
         await kai.cancel_task(handle.task_id)

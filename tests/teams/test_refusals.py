@@ -15,7 +15,17 @@ from kai.sdk import Agent, PeerError
 from kai.sdk.client import KaiApiError
 from kai.teams.models import Grant, Team, TeamMember
 from tests.agents.support import HubServer, People, RawAgent, agent_socket
-from tests.teams.support import Crew, between, client_of, decisions, read, refused, worker
+from tests.teams.support import (
+    Crew,
+    between,
+    client_of,
+    decisions,
+    read,
+    refused,
+    register,
+    start_pair,
+    worker,
+)
 from tests.work.support import command_rows, kept_alive
 from tests.work.test_metrics import scrape, value
 
@@ -49,11 +59,9 @@ async def test_a_peer_without_a_grant_is_refused_clearly_and_audited(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        agent, boss_id, helper_id = await start_pair(
+            kai, crew, server.ws_url, Agent("boss"), worker("helper")
+        )
         before = await scrape(server)
 
         error = await refused(agent.peer("helper").command("add", {"a": 1, "b": 2}))
@@ -98,13 +106,11 @@ async def test_a_grant_allows_its_actions_only_and_stops_when_revoked(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        other = await kai.create_agent("other")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
-        await crew.start(worker("other"), server.ws_url, other["agentToken"])
+        ids, tokens = await register(kai, "boss", "helper", "other")
+        boss_id, helper_id = ids["boss"], ids["helper"]
+        agent, _, _ = await crew.start_all(
+            server.ws_url, tokens, Agent("boss"), worker("helper"), worker("other")
+        )
 
         # A grant for tasks lets the boss queue tasks, and do nothing else.
         tasks = await kai.grant(boss_id, ["task"], target_agent_id=helper_id)
@@ -142,7 +148,7 @@ async def test_a_grant_allows_its_actions_only_and_stops_when_revoked(
             "by": "helper",
         }
         assert (await attempts(agent, "other"))["command"] == NO_COMMAND
-        await kai.update_team(team["id"], agentIds=[other["agentId"]])
+        await kai.update_team(team["id"], agentIds=[ids["other"]])
         assert (await attempts(agent, "helper"))["command"] == NO_COMMAND
         assert (await attempts(agent, "other"))["command"] == "ok"
         await kai.delete_team(team["id"])
@@ -170,15 +176,13 @@ async def test_agents_of_another_owner_are_unreachable_whatever_a_grant_says(
     ann = await people.join("ann@example.com")
     bob = await people.join("bob@example.com")
     async with client_of(ann) as kai, client_of(bob) as bobs:
-        boss = await kai.create_agent("boss")
-        twin = await kai.create_agent("twin")
-        stranger = await bobs.create_agent("stranger")
-        bobs_twin = await bobs.create_agent("twin")
-        boss_id, stranger_id = boss["agentId"], stranger["agentId"]
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("ann's twin"), server.ws_url, twin["agentToken"])
-        bobs_agent = await crew.start(worker("bob's"), server.ws_url, stranger["agentToken"])
-        await crew.start(worker("bob's twin"), server.ws_url, bobs_twin["agentToken"])
+        ids, tokens = await register(kai, "boss", "twin")
+        bobs_ids, bobs_tokens = await register(bobs, "stranger", "twin")
+        boss_id, stranger_id = ids["boss"], bobs_ids["stranger"]
+        agent = await crew.start(Agent("boss"), server.ws_url, tokens["boss"])
+        await crew.start(worker("ann's twin"), server.ws_url, tokens["twin"])
+        bobs_agent = await crew.start(worker("bob's"), server.ws_url, bobs_tokens["stranger"])
+        await crew.start(worker("bob's twin"), server.ws_url, bobs_tokens["twin"])
 
         # No grant can be made across owners, whoever asks.
         with pytest.raises(KaiApiError) as made:
@@ -209,7 +213,7 @@ async def test_agents_of_another_owner_are_unreachable_whatever_a_grant_says(
         assert await attempts(agent, stranger_id) == every
         assert await attempts(agent, "stranger") == every
         # By name, the boss finds its owner's twin only, never the other owner's.
-        await kai.grant(boss_id, ["command"], target_agent_id=twin["agentId"])
+        await kai.grant(boss_id, ["command"], target_agent_id=ids["twin"])
         assert await agent.peer("twin").command("add", {"a": 1, "b": 1}) == {
             "sum": 2,
             "by": "ann's twin",
@@ -218,7 +222,7 @@ async def test_agents_of_another_owner_are_unreachable_whatever_a_grant_says(
         assert await attempts(bobs_agent, boss_id) == every
 
     assert await command_rows(server.hub, stranger_id) == {}
-    assert await command_rows(server.hub, bobs_twin["agentId"]) == {}
+    assert await command_rows(server.hub, bobs_ids["twin"]) == {}
     refusals = [
         (d.permission, d.granted, d.user_id)
         for d in await decisions(server.hub, "peer:")
@@ -269,12 +273,10 @@ async def test_a_request_the_hub_cannot_take_is_answered_not_left_waiting(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        team = await kai.create_team("crew", [boss["agentId"], helper["agentId"]])
-        await kai.grant(boss["agentId"], ["command", "task"], target_agent_id=helper["agentId"])
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        ids, tokens = await register(kai, "boss", "helper")
+        team = await kai.create_team("crew", [ids["boss"], ids["helper"]])
+        await kai.grant(ids["boss"], ["command", "task"], target_agent_id=ids["helper"])
+        agent, _ = await crew.start_all(server.ws_url, tokens, Agent("boss"), worker("helper"))
 
         async def answer(work: Any) -> str:
             try:
@@ -313,15 +315,14 @@ async def test_a_subtasks_parent_is_a_task_its_agent_is_running(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        boss_id, helper_id = boss["agentId"], helper["agentId"]
+        ids, tokens = await register(kai, "boss", "helper")
+        boss_id, helper_id = ids["boss"], ids["helper"]
         await kai.grant(boss_id, ["task"], target_agent_id=helper_id)
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        await crew.start(worker("helper"), server.ws_url, tokens["helper"])
         someone_elses = (await kai.create_task(helper_id, "double", {"n": 1}))["taskId"]
         await kai.wait_task(someone_elses)
 
-        async with agent_socket(server.ws_url, boss["agentToken"]) as raw, kept_alive(raw):
+        async with agent_socket(server.ws_url, tokens["boss"]) as raw, kept_alive(raw):
             await raw.hello("boss", taskTypes=["work"], maxConcurrency=1)
             own = (await kai.create_task(boss_id, "work", {}))["taskId"]
             pushed = await raw.recv_type("task")

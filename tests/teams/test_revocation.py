@@ -17,6 +17,7 @@ from tests.teams.support import (
     decisions,
     following,
     refused,
+    register,
     watch_team,
     worker,
 )
@@ -27,11 +28,9 @@ async def test_an_agent_taken_out_of_a_team_stops_hearing_its_channel(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        ada = await kai.create_agent("ada")
-        bea = await kai.create_agent("bea")
-        team = await kai.create_team("crew", [ada["agentId"], bea["agentId"]])
-        stays = await crew.start(Agent("ada"), server.ws_url, ada["agentToken"])
-        leaves = await crew.start(Agent("bea"), server.ws_url, bea["agentToken"])
+        ids, tokens = await register(kai, "ada", "bea")
+        team = await kai.create_team("crew", [ids["ada"], ids["bea"]])
+        stays, leaves = await crew.start_all(server.ws_url, tokens, Agent("ada"), Agent("bea"))
         channel = stays.team(team["id"])
         async with (
             following(stays, team["id"]) as ada_hears,
@@ -40,7 +39,7 @@ async def test_an_agent_taken_out_of_a_team_stops_hearing_its_channel(
             await channel.publish("before")
             await bea_hears.has(1)
 
-            await kai.update_team(team["id"], agentIds=[ada["agentId"]])
+            await kai.update_team(team["id"], agentIds=[ids["ada"]])
             await channel.publish("after")
             await ada_hears.has(2)  # it went out
             # A refusal on Bea's socket comes after anything sent to her before it.
@@ -55,22 +54,21 @@ async def test_a_revoked_watch_grant_ends_the_peers_events(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        boss = await kai.create_agent("boss")
-        helper = await kai.create_agent("helper")
-        made = await kai.grant(boss["agentId"], ["watch"], target_agent_id=helper["agentId"])
-        agent = await crew.start(Agent("boss"), server.ws_url, boss["agentToken"])
-        await crew.start(worker("helper"), server.ws_url, helper["agentToken"])
+        ids, tokens = await register(kai, "boss", "helper")
+        boss_id, helper_id = ids["boss"], ids["helper"]
+        made = await kai.grant(boss_id, ["watch"], target_agent_id=helper_id)
+        agent, _ = await crew.start_all(server.ws_url, tokens, Agent("boss"), worker("helper"))
         async with (
             collecting(agent.peer("helper").events()) as boss_sees,
-            watch(server, helper["agentId"], ann.token) as person,
+            watch(server, helper_id, ann.token) as person,
         ):
             await person.recv()  # the snapshot
-            first = await kai.create_task(helper["agentId"], "double", {"n": 1})
+            first = await kai.create_task(helper_id, "double", {"n": 1})
             await person.until("task_update", status="succeeded", taskId=first["taskId"])
             await boss_sees.has(4, kind="task_update", what="task updates")
 
-            await kai.revoke(boss["agentId"], made["id"])
-            second = await kai.create_task(helper["agentId"], "double", {"n": 2})
+            await kai.revoke(boss_id, made["id"])
+            second = await kai.create_task(helper_id, "double", {"n": 2})
             await person.until("task_update", status="succeeded", taskId=second["taskId"])
             # A refusal on the boss's socket comes after anything sent to it before.
             await refused(agent.peer("helper").command("add", {"a": 1, "b": 1}))
@@ -107,11 +105,9 @@ async def test_two_subscriptions_to_one_channel_in_one_agent_both_hear_it(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        ada = await kai.create_agent("ada")
-        bea = await kai.create_agent("bea")
-        team = await kai.create_team("crew", [ada["agentId"], bea["agentId"]])
-        agent = await crew.start(Agent("ada"), server.ws_url, ada["agentToken"])
-        other = await crew.start(Agent("bea"), server.ws_url, bea["agentToken"])
+        ids, tokens = await register(kai, "ada", "bea")
+        team = await kai.create_team("crew", [ids["ada"], ids["bea"]])
+        agent, other = await crew.start_all(server.ws_url, tokens, Agent("ada"), Agent("bea"))
         async with (
             following(agent, team["id"]) as one,
             following(agent, team["id"]) as two,
@@ -130,28 +126,27 @@ async def test_a_refused_subscription_is_not_asked_for_again_after_a_reconnect(
 ) -> None:
     ann = await people.join("ann@example.com")
     async with client_of(ann) as kai:
-        ada = await kai.create_agent("ada")
-        bea = await kai.create_agent("bea")
-        team = await kai.create_team("crew", [bea["agentId"]])
-        agent = await crew.start(Agent("ada"), server.ws_url, ada["agentToken"])
+        ids, tokens = await register(kai, "ada", "bea")
+        team = await kai.create_team("crew", [ids["bea"]])
+        agent = await crew.start(Agent("ada"), server.ws_url, tokens["ada"])
         refusal = await refused(anext(agent.team(team["id"]).subscribe()))
         assert refusal.error == "This agent is not a member of that team"
         # Ada joins the team later: nobody reads a subscription she was refused.
-        await kai.update_team(team["id"], agentIds=[ada["agentId"], bea["agentId"]])
+        await kai.update_team(team["id"], agentIds=[ids["ada"], ids["bea"]])
 
-        live = server.hub.live.get(ada["agentId"])
+        live = server.hub.live.get(ids["ada"])
         assert live is not None
         await live.close(Close.GOING_AWAY, "Going away for the test")
 
         async def back() -> bool:
-            now = server.hub.live.get(ada["agentId"])
+            now = server.hub.live.get(ids["ada"])
             return now is not None and now is not live and agent.connected.is_set()
 
         await eventually(back, 10, what="Ada back on the hub")
         # Handled in order on her socket: after anything the SDK sent on reconnecting.
         await agent.team(team["id"]).publish("after the reconnect")
 
-    channel = f"agent:{ada['agentId']} -> team:{team['id']}"
+    channel = f"agent:{ids['ada']} -> team:{team['id']}"
     asked = [
         d.granted for d in await decisions(server.hub, "team:channel") if d.resource == channel
     ]
