@@ -194,7 +194,8 @@ class AgentConnection:
                     {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                     for e in exc.errors()[:20]
                 ]
-                request_id = data.get("requestId") if kind in COORDINATION_TYPES else None
+                asked = isinstance(kind, str) and kind in COORDINATION_TYPES
+                request_id = data.get("requestId") if asked else None
                 if isinstance(request_id, str) and request_id:
                     # A request the agent waits on is answered, refused, by its id.
                     await self.live.send(
