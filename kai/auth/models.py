@@ -1,4 +1,4 @@
-"""Tables of identity: users, sessions, refresh tokens, magic links, audit events."""
+"""Tables of identity: users, sessions, refresh tokens, magic links, invites, audit events."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ class Session(Base):
     revoked_reason: Mapped[str | None] = mapped_column(String(40))
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    # When tokens were last issued for it (login or refresh): access tokens are checked without
+    # a write, so this is as fresh as the access token lifetime.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RefreshToken(Base):
@@ -66,6 +69,23 @@ class MagicLink(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invite(Base):
+    """A single-use registration code an admin hands out, stored as its hash."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))  # only this address may use it
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):
