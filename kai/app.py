@@ -108,10 +108,12 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         broker, limiter = MemoryBroker(node_id=node_id, window=window), MemoryLimiter()
     identity = Identity(
         settings,
+        db=db,
         passwords=Passwords(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
+            concurrency=settings.password_hash_concurrency,
         ),
         signer=Signer(settings.signing_key()),
         audit=audit,
@@ -123,6 +125,9 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
     registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
     clients = Clients()
     identity.kicks = lambda message: relay.spawn(broker.broadcast({"op": "kick", **message}))
+    identity.close_agents_of = lambda user_id: relay.close_owned_soon(
+        user_id, Close.OWNER_DISABLED, "Owner disabled"
+    )
     commands = Commands(
         db,
         registry=registry,

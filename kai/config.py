@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     ws_allowed_origins: CommaList = Field(default_factory=list)
     trusted_proxies: CommaList = Field(default_factory=list)
 
+    # -- Accounts: who may register, which passwords are taken, how much hashing at once ----
+    registration: Literal["open", "verified", "invite", "closed"] = Field(
+        default="invite",
+        description="Who may create an account: anyone, anyone who proves the address, "
+        "holders of an admin's invite, or only admins",
+    )
+    password_min_length: int = Field(
+        default=8, ge=8, le=64, description="Shortest password accepted (NIST SP 800-63B)"
+    )
+    password_hash_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Argon2 hashes computed at once; more wait their turn"
+    )
+    invite_ttl: int = Field(default=7 * 86400, ge=60, le=365 * 86400, description="Invite life, s")
+
     auth_rate_limit: int = Field(default=10, gt=0, description="Attempts per window and key")
     auth_rate_window: int = Field(default=60, gt=0, description="Throttle window, s")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -171,6 +185,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'kai.db').resolve()}"
+
+    @property
+    def verification_required(self) -> bool:
+        """Whether password login waits for a proven address (``KAI_REQUIRE_EMAIL_VERIFICATION``
+        is the older name of ``KAI_REGISTRATION=verified``, and adds the proof to the others)."""
+        return self.registration == "verified" or self.require_email_verification
 
     @property
     def base_url(self) -> str:

@@ -145,6 +145,7 @@ def settings(database_url: str, tmp_path: Path, mailbox: Mailbox) -> Settings:
         argon2_parallelism=1,
         audit_flush_interval=0.05,
         auth_rate_limit=1000,
+        registration="open",  # the suite signs people up; tests of the policy set their own
     )
 
 

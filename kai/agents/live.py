@@ -24,6 +24,7 @@ class LiveAgent:
     agent_id: str
     connection_id: str
     channel: Channel
+    owner_id: str | None = None  # so that disabling the owner can find it
     connected_at: datetime = field(default_factory=utcnow)
     last_activity: datetime = field(default_factory=utcnow)
     messages_in: int = 0

@@ -32,10 +32,11 @@ class Close:
     HEARTBEAT_TIMEOUT: Final = 4002  # nothing heard within the heartbeat timeout: reconnect
     DELETED: Final = 4004  # the agent was deleted: stop
     PROTOCOL_ERROR: Final = 4005  # the first message was not ``hello`` in time: fix, reconnect
+    OWNER_DISABLED: Final = 4006  # the agent's owner was disabled: stop
 
 
 FINAL_CLOSE_CODES: Final = frozenset(
-    {Close.AUTH_FAILED, Close.REPLACED, Close.TOKEN_REVOKED, Close.DELETED}
+    {Close.AUTH_FAILED, Close.REPLACED, Close.TOKEN_REVOKED, Close.DELETED, Close.OWNER_DISABLED}
 )
 
 

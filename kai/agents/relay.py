@@ -83,6 +83,14 @@ class Relay:
     def close_soon(self, agent_id: str, code: int, reason: str) -> None:
         self.spawn(self.close(agent_id, code, reason))
 
+    def close_owned_soon(self, owner_id: str, code: int, reason: str) -> None:
+        """Close every socket of ``owner_id``'s agents, on every node."""
+        self.spawn(
+            self.broker.broadcast(
+                {"op": "agent_close", "ownerId": owner_id, "code": code, "reason": reason}
+            )
+        )
+
     def spawn(self, work: Any) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
         task = asyncio.get_running_loop().create_task(work)
@@ -109,8 +117,12 @@ class Relay:
             if not delivered:
                 log.warning("agent %s: routed message arrived after the agent left", agent_id)
         elif op == "agent_close":
-            live = self.live.get(agent_id)
-            if live is not None:
+            owner = message.get("ownerId")
+            if owner is not None:
+                closing = [live for live in self.live.all() if live.owner_id == owner]
+            else:
+                closing = [live] if (live := self.live.get(agent_id)) is not None else []
+            for live in closing:
                 await live.close(int(message.get("code", 1000)), str(message.get("reason", "")))
 
     # -- to the watchers -------------------------------------------------------------------

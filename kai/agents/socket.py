@@ -102,7 +102,9 @@ class AgentConnection:
         self.ws = websocket
         self.agent_id = agent.id
         self.first_connection = agent.last_activity is None
-        self.live = LiveAgent(agent.id, new_id(), SocketChannel(websocket))
+        self.live = LiveAgent(
+            agent.id, new_id(), SocketChannel(websocket), owner_id=agent.owner_id
+        )
         self.settings = hub.settings
 
     async def run(self) -> None:

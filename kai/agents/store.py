@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.models import Agent, AgentLog
+from kai.auth.models import User
 
 
 async def get(session: AsyncSession, agent_id: str) -> Agent | None:
@@ -17,7 +18,13 @@ async def get(session: AsyncSession, agent_id: str) -> Agent | None:
 
 
 async def by_token_hash(session: AsyncSession, token_hash: str) -> Agent | None:
-    return await session.scalar(select(Agent).where(Agent.token_hash == token_hash))
+    """The agent holding this token, unless its owner is disabled (then no agent is)."""
+    query = (
+        select(Agent)
+        .join(User, User.id == Agent.owner_id)
+        .where(Agent.token_hash == token_hash, User.disabled.is_(False))
+    )
+    return await session.scalar(query)
 
 
 async def by_owner_and_name(session: AsyncSession, owner_id: str, name: str) -> Agent | None:

@@ -1,4 +1,4 @@
-"""Admin routes of identity: users and the audit log (``system:admin``)."""
+"""Admin routes of identity: users, invites and the audit log (``system:admin``)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from kai.auth import store
-from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth import invites, store
+from kai.auth.deps import ClientDep, DbSession, HubDep, Require
 from kai.auth.rbac import Role
 from kai.auth.schemas import (
     AdminUserOut,
     AuditEventOut,
     AuditPage,
+    InviteCreate,
+    InviteCreated,
+    InviteOut,
+    InviteRevoked,
+    InvitesPage,
     UsersPage,
     UserUpdate,
     UserUpdateResponse,
@@ -96,3 +101,63 @@ async def audit_log(
     )
     events = [AuditEventOut.model_validate(row) for row in rows]
     return AuditPage(events=events, **page_fields(total=total, offset=offset, count=len(events)))
+
+
+# -- invites -----------------------------------------------------------------------------------
+
+
+@router.post("/api/invites", status_code=201, responses=errors(401, 403, 422))
+async def create_invite(
+    body: InviteCreate, admin: Admin, hub: HubDep, session: DbSession, client: ClientDep
+) -> InviteCreated:
+    """A single-use registration code (for `KAI_REGISTRATION=invite`), shown once."""
+    created = await invites.create(
+        session,
+        created_by=admin.user_id,
+        ttl=body.ttl or hub.settings.invite_ttl,
+        email=body.email,
+        note=body.note,
+    )
+    hub.audit.auth(
+        "invite_created",
+        ok=True,
+        user_id=admin.user_id,
+        resource=f"invite:{created.invite.id}",
+        client_ip=client.ip,
+        detail=f"for {body.email}" if body.email else None,
+    )
+    return InviteCreated(invite=InviteOut.model_validate(created.invite), code=created.code)
+
+
+@router.get("/api/invites", responses=errors(401, 403, 422))
+async def list_invites(
+    _: Admin,
+    session: DbSession,
+    include_closed: Annotated[
+        bool, Query(alias="all", description="Also used, revoked and expired ones")
+    ] = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> InvitesPage:
+    """Invites, newest first: the open ones, or all of them."""
+    rows, total = await invites.listed(
+        session, include_closed=include_closed, limit=limit, offset=offset
+    )
+    found = [InviteOut.model_validate(row) for row in rows]
+    return InvitesPage(invites=found, **page_fields(total=total, offset=offset, count=len(found)))
+
+
+@router.delete("/api/invites/{inviteId}", responses=errors(401, 403, 404))
+async def revoke_invite(
+    inviteId: str, admin: Admin, hub: HubDep, session: DbSession, client: ClientDep
+) -> InviteRevoked:
+    """Revoke an invite: its code no longer registers anyone (a used one stays as it was)."""
+    invite = await invites.revoke(session, inviteId)
+    hub.audit.auth(
+        "invite_revoked",
+        ok=True,
+        user_id=admin.user_id,
+        resource=f"invite:{invite.id}",
+        client_ip=client.ip,
+    )
+    return InviteRevoked(invite=InviteOut.model_validate(invite))

@@ -23,7 +23,12 @@ async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
             if await store.count_users(session) > 0:
                 return None
             await hub.identity.create_user(
-                session, email=email, password=password, role=Role.ADMIN, name="Administrator"
+                session,
+                email=email,
+                password=password,
+                role=Role.ADMIN,
+                name="Administrator",
+                check_policy=False,  # the operator's own choice, or a random one
             )
     except (Conflict, IntegrityError):
         return None  # nodes starting together: another one created the admin first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
@@ -80,20 +81,34 @@ class Outbox:
         return len(self._tasks)
 
     def post(self, mail: Mail) -> None:
-        task = asyncio.create_task(self._deliver(mail))
+        self.compose(lambda: _ready(mail))
+
+    def compose(self, write: Callable[[], Awaitable[Mail | None]]) -> None:
+        """Run ``write`` in the background and send the mail it returns, if any: what a mail
+        needs (finding the account, storing a link) costs the request nothing either."""
+        task = asyncio.create_task(self._deliver(write))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, mail: Mail) -> None:
+    async def _deliver(self, write: Callable[[], Awaitable[Mail | None]]) -> None:
+        to = "?"
         try:
+            mail = await write()
+            if mail is None:
+                return
+            to = mail.to
             await self._mailer.send(mail)
         except Exception as exc:
-            log.error("mail to %s not delivered: %s", mail.to, type(exc).__name__)
+            log.error("mail to %s not delivered: %s", to, type(exc).__name__)
 
     async def drain(self) -> None:
         """Wait for every mail in flight (used on shutdown and by tests)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _ready(mail: Mail) -> Mail:
+    return mail
 
 
 def mailer_for(smtp_url: str | None, *, sender: str) -> Mailer:

@@ -87,6 +87,15 @@ class Invite(Base):
     used_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    @property
+    def state(self) -> str:
+        """``open``, ``used``, ``revoked`` or ``expired``, as of now."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= utcnow() else "open"
+
 
 class AuditEvent(Base):
     """One decision or authentication event; never updated, never deleted by kai."""

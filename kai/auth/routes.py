@@ -1,4 +1,5 @@
-"""The contract's auth routes: register, login, session, magic links, refresh, logout."""
+"""The contract's auth routes (register, login, session, magic links, refresh, logout) and
+one's own account (password, sessions)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from kai.auth.schemas import (
     LoginResponse,
     LogoutResponse,
     MagicLinkRequest,
+    OwnSessionOut,
+    OwnSessions,
+    PasswordChangeRequest,
+    PasswordChangeResponse,
     RefreshRequest,
     RefreshResponse,
     RegisterRequest,
     RegisterResponse,
     SessionOut,
     SessionResponse,
+    SessionRevoked,
     Tokens,
     UserOut,
     VerifyMagicRequest,
@@ -41,19 +47,25 @@ def _tokens(issued: Issued) -> Tokens:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses=errors(409, 422, 400),
+    responses=errors(400, 403, 409, 422, 429),
 )
 async def register(
     body: RegisterRequest, hub: HubDep, session: DbSession, client: ClientDep
 ) -> RegisterResponse:
-    """Create an account with the `user` role; mails a verification link when required."""
+    """Create an account with the `user` role, as `KAI_REGISTRATION` allows (403 when it is
+    closed, or the invite is missing or spent); mails a verification link when required."""
     data = body.user_data
     user = await hub.identity.register(
-        session, email=data.email, password=data.password, name=data.name, client=client
+        session,
+        email=data.email,
+        password=data.password,
+        name=data.name,
+        invite=data.invite,
+        client=client,
     )
     return RegisterResponse(
         user=UserOut.model_validate(user),
-        requires_verification=hub.settings.require_email_verification,
+        requires_verification=hub.settings.verification_required,
     )
 
 
@@ -122,3 +134,43 @@ async def logout(
     """End the session: its access and refresh tokens stop working at once."""
     await hub.identity.logout(session, principal, client=client)
     return LogoutResponse()
+
+
+# -- one's own account -------------------------------------------------------------------------
+
+
+@router.post("/password", responses=errors(401, 403, 422, 429))
+async def change_password(
+    body: PasswordChangeRequest,
+    principal: CurrentPrincipal,
+    hub: HubDep,
+    session: DbSession,
+    client: ClientDep,
+) -> PasswordChangeResponse:
+    """Change your own password (the current one proves it is you); your other sessions end."""
+    ended = await hub.identity.change_password(
+        session, principal, current=body.current_password, new=body.new_password, client=client
+    )
+    return PasswordChangeResponse(sessions_ended=len(ended))
+
+
+@router.get("/sessions", responses=errors(401))
+async def own_sessions(principal: CurrentPrincipal, hub: HubDep, session: DbSession) -> OwnSessions:
+    """Your live sessions, newest first, with where they were opened and when last used."""
+    rows = await hub.identity.sessions_of(session, principal)
+    sessions = [
+        OwnSessionOut.model_validate(row).model_copy(
+            update={"current": row.id == principal.session_id}
+        )
+        for row in rows
+    ]
+    return OwnSessions(sessions=sessions, total=len(sessions))
+
+
+@router.delete("/sessions/{sessionId}", responses=errors(401, 404))
+async def revoke_own_session(
+    sessionId: str, principal: CurrentPrincipal, hub: HubDep, session: DbSession, client: ClientDep
+) -> SessionRevoked:
+    """End one of your sessions: its tokens and its sockets stop at once."""
+    await hub.identity.revoke_own_session(session, principal, sessionId, client=client)
+    return SessionRevoked(session_id=sessionId)

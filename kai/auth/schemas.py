@@ -28,10 +28,12 @@ Name = Annotated[
 OpaqueToken = Annotated[str, Field(min_length=1, max_length=512)]
 
 
-class _EmailBody(Body):
-    # Passwords keep their spaces: only their length is checked.
+class _SecretBody(Body):
+    # Passwords keep their spaces: the policy checks them as typed.
     model_config = ConfigDict(**{**Body.model_config, "str_strip_whitespace": False})
 
+
+class _EmailBody(_SecretBody):
     email: EmailStr
 
     @field_validator("email")
@@ -43,6 +45,9 @@ class _EmailBody(Body):
 class UserData(_EmailBody):
     password: Password = Field(examples=["correct horse battery"])
     name: Name | None = None
+    invite: OpaqueToken | None = Field(
+        default=None, description="An admin's invite code (needed with KAI_REGISTRATION=invite)"
+    )
 
 
 class RegisterRequest(Body):
@@ -176,3 +181,83 @@ class AuditEventOut(Wire):
 
 class AuditPage(Page):
     events: list[AuditEventOut]
+
+
+# -- one's own account -------------------------------------------------------------------------
+
+
+class PasswordChangeRequest(_SecretBody):
+    current_password: AnyPassword | None = Field(
+        default=None, description="Needed unless the account has no password yet"
+    )
+    new_password: Password = Field(examples=["a new and longer passphrase"])
+
+
+class PasswordChangeResponse(Wire):
+    success: Literal[True] = True
+    message: str = "Password changed"
+    sessions_ended: int = Field(description="How many of your other sessions ended")
+
+
+class OwnSessionOut(Wire):
+    id: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None = Field(description="When it last got tokens (login, refresh)")
+    client_ip: str | None
+    user_agent: str | None
+    current: bool = Field(default=False, description="Whether this is the session asking")
+
+
+class OwnSessions(Wire):
+    sessions: list[OwnSessionOut]
+    total: int
+
+
+class SessionRevoked(Wire):
+    success: Literal[True] = True
+    session_id: str
+
+
+# -- invites -----------------------------------------------------------------------------------
+
+
+class InviteCreate(Body):
+    email: EmailStr | None = Field(default=None, description="Only this address may use it")
+    note: Name | None = None
+    ttl: int | None = Field(
+        default=None, ge=60, le=365 * 86400, description="Lifetime, s (default KAI_INVITE_TTL)"
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+
+class InviteOut(Wire):
+    id: str
+    email: str | None
+    note: str | None
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    used_by: str | None
+    revoked_at: datetime | None
+    state: Literal["open", "used", "revoked", "expired"]
+
+
+class InviteCreated(Wire):
+    success: Literal[True] = True
+    invite: InviteOut
+    code: str = Field(description="The invite code, shown once: only its hash is kept")
+
+
+class InvitesPage(Page):
+    invites: list[InviteOut]
+
+
+class InviteRevoked(Wire):
+    success: Literal[True] = True
+    invite: InviteOut

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kai.auth.models import AuditEvent, MagicLink, RefreshToken, Session, User
+from kai.auth.models import AuditEvent, Invite, MagicLink, RefreshToken, Session, User
 
 
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
@@ -31,6 +31,15 @@ async def count_users(session: AsyncSession) -> int:
 async def count_active_admins(session: AsyncSession) -> int:
     query = select(func.count()).where(User.role == "admin", User.disabled.is_(False))
     return await session.scalar(query) or 0
+
+
+async def lock_active_admins(session: AsyncSession) -> list[str]:
+    """The active admins' ids, their rows locked until the transaction ends (PostgreSQL), so
+    that two demotions at once cannot both count the other as the admin who stays. A waiting
+    lock sees the committed rows again: an admin demoted meanwhile is no longer counted.
+    SQLite has no row locks; its single writer serializes the same way."""
+    query = select(User.id).where(User.role == "admin", User.disabled.is_(False))
+    return list(await session.scalars(query.order_by(User.id).with_for_update()))
 
 
 async def list_users(
@@ -66,25 +75,40 @@ async def live_session(
     return (row[0], row[1]) if row else None
 
 
+async def live_sessions(session: AsyncSession, user_id: str, now: datetime) -> Sequence[Session]:
+    """The user's sessions that are neither revoked nor expired, newest first."""
+    query = select(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > now
+    )
+    return (await session.scalars(query.order_by(Session.created_at.desc(), Session.id))).all()
+
+
 async def revoke_session(
-    session: AsyncSession, session_id: str, *, reason: str, now: datetime
+    session: AsyncSession,
+    session_id: str,
+    *,
+    reason: str,
+    now: datetime,
+    user_id: str | None = None,
 ) -> bool:
+    """Revoke the session (only if it is ``user_id``'s, when given); False if it was not live."""
+    where = [Session.id == session_id, Session.revoked_at.is_(None)]
+    if user_id is not None:
+        where += [Session.user_id == user_id, Session.expires_at > now]
     result = await session.execute(
-        update(Session)
-        .where(Session.id == session_id, Session.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=reason)
+        update(Session).where(*where).values(revoked_at=now, revoked_reason=reason)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def revoke_user_sessions(
-    session: AsyncSession, user_id: str, *, reason: str, now: datetime
+    session: AsyncSession, user_id: str, *, reason: str, now: datetime, keep: str | None = None
 ) -> list[str]:
-    ids = list(
-        await session.scalars(
-            select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
-        )
-    )
+    """Revoke every live session of the user but ``keep``; returns the ids revoked."""
+    query = select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    ids = list(await session.scalars(query))
     if ids:
         await session.execute(
             update(Session)
@@ -106,6 +130,51 @@ async def spend_refresh_token(session: AsyncSession, token_id: str, now: datetim
         .values(spent_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def invite_by_id(session: AsyncSession, invite_id: str) -> Invite | None:
+    return await session.get(Invite, invite_id)
+
+
+async def invite_by_hash(session: AsyncSession, code_hash: str) -> Invite | None:
+    return await session.scalar(select(Invite).where(Invite.code_hash == code_hash))
+
+
+async def spend_invite(session: AsyncSession, invite_id: str, now: datetime) -> bool:
+    """Mark the invite used; False if it was used, revoked or expired first."""
+    result = await session.execute(
+        update(Invite)
+        .where(
+            Invite.id == invite_id,
+            Invite.used_at.is_(None),
+            Invite.revoked_at.is_(None),
+            Invite.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def invites(
+    session: AsyncSession, *, open_at: datetime | None, limit: int, offset: int
+) -> tuple[Sequence[Invite], int]:
+    """Invites newest first; only those still usable at ``open_at`` when it is given."""
+    where: list[ColumnElement[bool]] = []
+    if open_at is not None:
+        where += [
+            Invite.used_at.is_(None),
+            Invite.revoked_at.is_(None),
+            Invite.expires_at > open_at,
+        ]
+    total = await session.scalar(select(func.count()).select_from(Invite).where(*where)) or 0
+    rows = await session.scalars(
+        select(Invite)
+        .where(*where)
+        .order_by(Invite.created_at.desc(), Invite.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all(), total
 
 
 async def void_magic_links(session: AsyncSession, user_id: str, now: datetime) -> None:

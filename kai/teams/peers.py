@@ -36,6 +36,7 @@ from kai.agents.protocol import (
 )
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
+from kai.auth.models import User
 from kai.config import Settings
 from kai.db import Database
 from kai.errors import BadRequest, KaiError, NotFound
@@ -209,6 +210,9 @@ class Peers:
         actor = await session.get(Agent, agent_id)
         if actor is None:
             raise Refused("This agent no longer exists")
+        owner = await session.get(User, actor.owner_id)
+        if owner is None or owner.disabled:
+            raise Refused("This agent's owner is disabled")
         return actor
 
     async def _peer(self, session: AsyncSession, actor: Agent, peer: str, action: str) -> Agent:

@@ -63,6 +63,15 @@ async def test_no_secret_in_any_answer_or_log_line(
         verified = await call("POST", "/api/auth/verify-magic", json={"token": token})
         assert verified.status_code == 200
         assert await status("POST", "/api/auth/verify-magic", json={"token": token}) == 400
+        # Proving the address dropped the password set before it; Ann sets hers again.
+        again = {"newPassword": PASSWORD}
+        magic_headers = bearer(access(verified.json()))
+        assert await status("POST", "/api/auth/password", json=again, headers=magic_headers) == 200
+        wrong_current = {"currentPassword": WRONG, "newPassword": PASSWORD}
+        assert (
+            await status("POST", "/api/auth/password", json=wrong_current, headers=magic_headers)
+            == 403
+        )
 
         # The failure paths that audit: a reused refresh token, a second logout.
         assert (
