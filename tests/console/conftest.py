@@ -95,6 +95,7 @@ def module_settings(folder: Path, mail_url: str, **overrides: Any) -> Settings:
         "argon2_parallelism": 1,
         "audit_flush_interval": 0.05,
         "auth_rate_limit": 1000,
+        "registration": "open",
         **PATIENT_AGENTS,
         "demo": True,
     }

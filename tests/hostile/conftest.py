@@ -38,6 +38,8 @@ def serve_env(data_dir: Path, **settings: str) -> dict[str, str]:
         KAI_ADMIN_EMAIL=ADMIN_EMAIL,
         KAI_ADMIN_PASSWORD=ADMIN_PASSWORD,
         KAI_LOG_FORMAT="json",
+        # The hubs take sign-ups, so that attacks can make accounts; tests of the policy set it.
+        KAI_REGISTRATION="open",
     )
     env.update({f"KAI_{name.upper()}": value for name, value in settings.items()})
     return env

@@ -79,6 +79,7 @@ async def cluster(
                     "KAI_ARGON2_MEMORY_COST": "1024",
                     "KAI_ARGON2_PARALLELISM": "1",
                     "KAI_AUTH_RATE_LIMIT": "1000",
+                    "KAI_REGISTRATION": "open",
                     "KAI_AUDIT_FLUSH_INTERVAL": "0.2",
                     "KAI_LOG_LEVEL": "INFO",
                 },

@@ -86,6 +86,7 @@ class Hubs:
             "argon2_parallelism": 1,
             "audit_flush_interval": 0.05,
             "auth_rate_limit": 1000,
+            "registration": "open",
         }
         if self.redis_url is not None:
             values.update(redis_url=self.redis_url, redis_prefix=self.prefix)

@@ -52,6 +52,7 @@ def hub_settings(database_url: str, **extra: str) -> dict[str, str]:
         "KAI_ARGON2_MEMORY_COST": "1024",
         "KAI_ARGON2_PARALLELISM": "1",
         "KAI_AUTH_RATE_LIMIT": "1000",
+        "KAI_REGISTRATION": "open",
         "KAI_AUDIT_FLUSH_INTERVAL": "0.2",
         "KAI_LOG_LEVEL": "INFO",
         **extra,
