@@ -93,7 +93,9 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
     audit = AuditLog(
         db, interval=settings.audit_flush_interval, batch_size=settings.audit_batch_size
     )
-    outbox = Outbox(mailer_for(settings.smtp_url, sender=settings.mail_from))
+    outbox = Outbox(
+        mailer_for(settings.smtp_url, sender=settings.mail_from, spool=settings.data_dir / "mail")
+    )
     node_id = new_id()
     window = Window(count=settings.event_window_count, age=settings.event_window_age)
     broker: Broker

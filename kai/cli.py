@@ -55,7 +55,11 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Also run the demo agent (KAI_DEMO)")] = False,
 ) -> None:
     """Run the hub (migrating the database first)."""
+    import os
+
     import uvicorn
+
+    os.umask(0o077)  # whatever the hub writes (database, uploads, backups) is its own alone
 
     from kai.app import create_app
 
@@ -245,15 +249,54 @@ def users_set_password(
     typer.echo(f"kai: password of {email} changed")
 
 
+def _agent_token(ctx: typer.Context, token: str | None, token_file: Path | None) -> str:
+    """The agent's token: from ``--token-file``, else ``KAI_AGENT_TOKEN`` (or ``--token``,
+    which still works but shows the token in ``ps``, so it is warned about)."""
+    source = ctx.get_parameter_source("token")
+    on_command_line = source is not None and source.name == "COMMANDLINE"
+    if token_file is not None:
+        if on_command_line:
+            typer.echo("kai: give the token once: --token-file or --token", err=True)
+            raise typer.Exit(2)
+        try:
+            token = token_file.read_text().strip()
+            mode = token_file.stat().st_mode
+        except OSError as exc:
+            typer.echo(f"kai: cannot read the token file: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+        if mode & 0o077:
+            typer.echo(f"kai: warning: {token_file} is readable by others; chmod 600 it", err=True)
+    elif on_command_line:
+        typer.echo(
+            "kai: warning: --token shows the token to every user of this machine (ps); "
+            "use KAI_AGENT_TOKEN or --token-file",
+            err=True,
+        )
+    if not token:
+        typer.echo("kai: an agent token is needed (KAI_AGENT_TOKEN or --token-file)", err=True)
+        raise typer.Exit(2)
+    return token
+
+
 @agent_cli.command("run")
 def agent_run(
+    ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="module:attribute of a kai.sdk.Agent")],
     url: Annotated[
         list[str] | None,
         typer.Option(help="Hub WebSocket URL (repeat for fallbacks); KAI_AGENT_URL"),
     ] = None,
     token: Annotated[
-        str | None, typer.Option(envvar="KAI_AGENT_TOKEN", help="The agent's token")
+        str | None,
+        typer.Option(
+            envvar="KAI_AGENT_TOKEN",
+            help="The agent's token; give it as KAI_AGENT_TOKEN or --token-file: on the "
+            "command line every user of this machine sees it (ps)",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the agent's token (readable by you alone)"),
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="KAI_AGENT_LOG_LEVEL")] = "INFO",
 ) -> None:
@@ -266,9 +309,7 @@ def agent_run(
     urls = url or [u for u in os.environ.get("KAI_AGENT_URL", "").split(",") if u]
     if not urls:
         urls = ["ws://127.0.0.1:8000/ws/agent"]
-    if not token:
-        typer.echo("kai: an agent token is needed (--token or KAI_AGENT_TOKEN)", err=True)
-        raise typer.Exit(2)
+    token = _agent_token(ctx, token, token_file)
     module_name, _, attribute = target.partition(":")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` would: an agent module beside you loads

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -50,6 +60,27 @@ def _split_list(value: object) -> object:
 
 CommaList = Annotated[list[str], NoDecode]
 
+# -- bounds of runtime settings: no value an operator may set can break a route or a loop --
+DAY = 86_400
+MAX_ORIGINS = 100
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
+def _origin(value: str) -> str:
+    if value != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.\-\[\]:]+", value):
+        raise ValueError("an origin is * or scheme://host[:port]")
+    return value
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(_origin)]
+
 
 class HostedAgent(BaseModel):
     """A local agent process the hub starts, watches and stops (``KAI_HOSTED_AGENTS``, JSON)."""
@@ -63,7 +94,7 @@ class HostedAgent(BaseModel):
 class Settings(BaseSettings):
     """Everything kai reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="KAI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KAI_", extra="ignore", allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -82,7 +113,11 @@ class Settings(BaseSettings):
     mail_from: str = "kai <kai@localhost>"
     require_email_verification: bool = False
     public_base_url: str | None = None
-    ws_allowed_origins: CommaList = Field(default_factory=list)
+    ws_allowed_origins: Annotated[list[Origin], NoDecode] = Field(
+        default_factory=list,
+        max_length=MAX_ORIGINS,
+        description="Origins allowed on client WebSockets",
+    )
     trusted_proxies: CommaList = Field(default_factory=list)
 
     # -- Accounts: who may register, which passwords are taken, how much hashing at once ----
@@ -99,8 +134,10 @@ class Settings(BaseSettings):
     )
     invite_ttl: int = Field(default=7 * 86400, ge=60, le=365 * 86400, description="Invite life, s")
 
-    auth_rate_limit: int = Field(default=10, gt=0, description="Attempts per window and key")
-    auth_rate_window: int = Field(default=60, gt=0, description="Throttle window, s")
+    auth_rate_limit: int = Field(
+        default=10, ge=1, le=10_000, description="Attempts per window and key"
+    )
+    auth_rate_window: int = Field(default=60, ge=1, le=DAY, description="Throttle window, s")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # Argon2id cost; the defaults are the OWASP-recommended profile. Tests lower them.
@@ -118,34 +155,45 @@ class Settings(BaseSettings):
     agent_restart_grace: float = Field(
         default=60.0, gt=0, description="How long a restarting agent stays 'restarting', s"
     )
-    agent_max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    agent_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     log_retention_days: float = Field(default=7.0, gt=0)
     log_flush_interval: float = Field(default=0.2, gt=0, description="Agent log writes, s")
     log_batch_size: int = Field(default=1000, gt=0)
 
-    command_timeout: float = Field(default=30.0, gt=0, le=300, description="Default, s")
-    command_max_timeout: float = Field(default=300.0, gt=0, description="Longest allowed, s")
+    command_timeout: float = Field(default=30.0, ge=0.1, le=300, description="Default, s")
+    command_max_timeout: float = Field(
+        default=300.0, ge=0.1, le=3600, description="Longest allowed, s"
+    )
 
     task_lease_seconds: float = Field(
-        default=30.0, gt=0, description="A running task goes back to the queue after this, s"
+        default=30.0,
+        ge=1,
+        le=DAY,
+        description="A running task goes back to the queue after this, s",
     )
     task_max_attempts: int = Field(default=3, ge=1, le=100, description="Default per task")
     task_dispatch_interval: float = Field(
         default=1.0, gt=0, description="How often queues are checked besides their wake-ups, s"
     )
     stream_ttl: float = Field(
-        default=3600.0, gt=0, description="How long a stream can be read back, s"
+        default=3600.0, ge=1, le=30 * DAY, description="How long a stream can be read back, s"
     )
     stream_flush_interval: float = Field(default=0.1, gt=0, description="Chunk writes, s")
-    upload_max_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Per file")
-    upload_quota_bytes: int = Field(default=1024**3, gt=0, description="Stored files per user")
+    upload_max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, le=1024**4, description="Per file"
+    )
+    upload_quota_bytes: int = Field(
+        default=1024**3, ge=1, le=1024**5, description="Stored files per user"
+    )
 
     event_window_count: int = Field(default=1000, gt=0, description="Events kept per agent")
     event_window_age: float = Field(default=3600.0, gt=0, description="Seconds events are kept")
-    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
-    ws_rate_limit: int = Field(default=60, gt=0, description="Client messages per window")
-    ws_rate_window: float = Field(default=10.0, gt=0, description="Seconds")
-    ws_send_queue: int = Field(default=1000, gt=0, description="Messages queued per client")
+    ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    ws_rate_limit: int = Field(default=60, ge=1, le=10**9, description="Client messages per window")
+    ws_rate_window: float = Field(default=10.0, ge=0.1, le=DAY, description="Seconds")
+    ws_send_queue: int = Field(
+        default=1000, ge=10, le=10**6, description="Messages queued per client"
+    )
     ws_ping_interval: float = Field(default=20.0, gt=0, description="Keepalive pings, s")
 
     hosted_agents: list[HostedAgent] = Field(default_factory=list)
@@ -153,7 +201,7 @@ class Settings(BaseSettings):
 
     admin_email: str = "admin@example.com"
     admin_password: SecretStr | None = None
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="JSON lines, or readable text; auto: text on a terminal"
     )
@@ -205,12 +253,35 @@ class Settings(BaseSettings):
         path = self.data_dir / SECRET_FILE
         if path.exists():
             return check_secret(path.read_text().strip())
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         key = secrets.token_urlsafe(48)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
         return key
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (0700 when kai creates it; one that
+    others may enter already is reported, not changed: it may hold more than kai's files)."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if path.is_dir() and path.stat().st_mode & 0o077:
+            logging.getLogger("kai.config").warning(
+                "%s may be read by other users of this machine; chmod 700 it", path
+            )
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path`` created empty with mode 0600 if it is missing, or taken down to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    return path
 
 
 def check_secret(key: str) -> str:

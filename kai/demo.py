@@ -1,7 +1,7 @@
 """The demo agent: deterministic, offline, and enough to try every part of kai.
 
-Run it yourself with ``kai agent run kai.demo:agent --url ws://127.0.0.1:8000/ws/agent
---token TOKEN``; ``make run`` starts it as a hosted agent.
+Run it yourself with ``KAI_AGENT_TOKEN=TOKEN kai agent run kai.demo:agent --url
+ws://127.0.0.1:8000/ws/agent``; ``make run`` starts it as a hosted agent.
 """
 
 from __future__ import annotations

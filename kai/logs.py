@@ -9,12 +9,109 @@ carries it, and the same id is in the problem+json answer and the ``X-Request-ID
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
-from typing import Literal, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TextIO
+from urllib.parse import urlsplit
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+REDACTED = "[redacted]"
+# Field names whose values are secrets wherever they appear (a log call's extra fields).
+SECRET_FIELD = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|authorization|api_?key|cookie|credential", re.I
+)
+_KEYS = (
+    r"token|access_?token|refresh_?token|agent_?token|id_?token|password|new_?password|"
+    r"current_?password|secret|secret_?key|api_?key|authorization"
+)
+# Each pattern keeps what names the secret and replaces the secret itself.
+PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Authorization: Bearer ... / Basic ...
+    (re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]+", re.I), rf"\1\2{REDACTED}"),
+    # JWTs (access tokens), whole or cut short by a library's excerpt
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*"), REDACTED),
+    # agent tokens (kai/agents/service.py's TOKEN_PREFIX)
+    (re.compile(r"kai_agent_[A-Za-z0-9_-]*"), f"kai_agent_{REDACTED}"),
+    # token=... in a URL's query or fragment (magic links), or in form data
+    (re.compile(rf"(?i)((?:{_KEYS})=)[^&#\s'\"]+"), rf"\1{REDACTED}"),
+    # "token": "..." in JSON or a Python repr
+    (
+        re.compile(rf"""(?i)(["'](?:{_KEYS})["']\s*:\s*["'])[^"']*"""),
+        rf"\1{REDACTED}",
+    ),
+    # user:password@ in a URL (database, Redis, SMTP, an upstream)
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), rf"\1{REDACTED}@"),
+    # SMTP authentication lines
+    (re.compile(r"(?i)\b(AUTH\s+(?:PLAIN|LOGIN|XOAUTH2)\s+)\S+"), rf"\1{REDACTED}"),
+)
+# Settings whose values are secrets, and settings that are URLs with a password in them.
+_SECRET_SETTING = re.compile(r"^KAI_\w*(PASSWORD|SECRET|TOKEN|API_KEY)\w*$")
+_URL_SETTING = re.compile(r"^KAI_\w*_URL$")
+_MIN_SECRET = 6  # shorter values would redact ordinary words
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values in ``KAI_*`` settings: passwords, keys, tokens, URL passwords."""
+    environ = os.environ if environ is None else environ
+    found: set[str] = set()
+    for name, value in environ.items():
+        if _SECRET_SETTING.match(name):
+            found.add(value.strip())
+        elif _URL_SETTING.match(name):
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                continue
+            if password:
+                found.add(password)
+    return sorted((v for v in found if len(v) >= _MIN_SECRET), key=len, reverse=True)
+
+
+class Redactor:
+    """A structlog processor: no record, at any level, holds a token, password or magic link."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern, replacement in PATTERNS:
+            value = pattern.sub(replacement, value)
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bytes):
+            return self.text(value.decode("utf-8", errors="replace"))
+        if isinstance(value, Mapping):
+            return {
+                k: REDACTED if SECRET_FIELD.search(str(k)) else self.value(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set):
+            return [self.value(v) for v in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return self.text(str(value))
+
+    def __call__(
+        self, _logger: object, _name: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        for key, value in event.items():
+            if key in ("level", "logger", "timestamp"):
+                continue
+            event[key] = (
+                REDACTED if key != "event" and SECRET_FIELD.search(key) else self.value(value)
+            )
+        return event
 
 
 def setup(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None) -> None:
@@ -39,7 +136,9 @@ def setup(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None) -> 
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if use_json else _keep,
+            # Tracebacks become text first, so that the redactor sees them too.
+            structlog.processors.format_exc_info,
+            Redactor(environment_secrets()),
             renderer,
         ],
     )
@@ -55,9 +154,10 @@ def setup(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None) -> 
         logger.handlers.clear()
         logger.propagate = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Below INFO these write what goes over the wire (SMTP logins, request headers, frames):
+    # the redactor would catch most of it, but base64 logins have no shape to catch.
+    for name in QUIET_BELOW_INFO:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _keep(
-    _logger: object, _name: str, event: structlog.types.EventDict
-) -> structlog.types.EventDict:
-    return event  # the console renderer shows tracebacks itself
+QUIET_BELOW_INFO = ("aiosmtplib", "hpack", "httpcore", "websockets", "asyncio")

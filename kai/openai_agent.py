@@ -4,8 +4,8 @@ Ollama, vLLM, the llama.cpp server and hosted services all stream ``POST /chat/c
 the same way; this agent relays each piece of the answer as a chunk of the stream. Configure it
 from the environment and run it like any agent::
 
-    KAI_OPENAI_BASE_URL=http://127.0.0.1:11434/v1 KAI_OPENAI_MODEL=llama3.2 \\
-        kai agent run kai.openai_agent:agent --url ws://127.0.0.1:8000/ws/agent --token TOKEN
+    KAI_OPENAI_BASE_URL=http://127.0.0.1:11434/v1 KAI_OPENAI_MODEL=llama3.2 KAI_AGENT_TOKEN=TOKEN \\
+        kai agent run kai.openai_agent:agent --url ws://127.0.0.1:8000/ws/agent
 
 ``KAI_OPENAI_BASE_URL`` and ``KAI_OPENAI_MODEL`` are required; ``KAI_OPENAI_API_KEY`` (sent as
 a Bearer token), ``KAI_OPENAI_SYSTEM_PROMPT`` and ``KAI_OPENAI_TIMEOUT`` (seconds, default 120)

@@ -67,7 +67,7 @@ def write(
     work: dict[str, list[Base]] | None = None,
 ) -> str:
     """Write the archive (mode 0600) and return its id, the file name without suffix."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     backup_id = f"{agent.id}-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
     document = {
         "format": FORMAT,

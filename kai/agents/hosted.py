@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kai.agents import store
@@ -23,6 +24,54 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0  # a process that ran this long restarts without backoff
 STOP_GRACE = 5.0
+# What a hosted agent inherits from the hub's environment; nothing else (KAI_ADMIN_PASSWORD,
+# KAI_SECRET_KEY, KAI_DATABASE_URL, KAI_SMTP_URL, cloud credentials...) reaches it. Its own
+# settings go in the spec's ``env``.
+INHERITED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+INHERITED_PREFIXES = ("LC_", "KAI_AGENT_")
+
+
+def agent_environment(
+    hub_env: Mapping[str, str], spec_env: Mapping[str, str], *, token: str, hub_url: str
+) -> dict[str, str]:
+    """A hosted agent's environment: the allow-list of the hub's, its spec's, its token."""
+    inherited = {
+        name: value
+        for name, value in hub_env.items()
+        if name in INHERITED or name.startswith(INHERITED_PREFIXES)
+    }
+    return {
+        **inherited,
+        **spec_env,
+        "KAI_AGENT_TOKEN": token,
+        "KAI_AGENT_URL": hub_url,
+        "KAI_AGENT_LOG_CONSOLE": "0",  # records reach the hub through the SDK's bridge
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @dataclass
@@ -105,14 +154,9 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _run_once(self, hosted: Hosted) -> int:
-        env = {
-            **os.environ,
-            **hosted.spec.env,
-            "KAI_AGENT_TOKEN": hosted.token,
-            "KAI_AGENT_URL": self.hub_url,
-            "KAI_AGENT_LOG_CONSOLE": "0",  # records reach the hub through the SDK's bridge
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = agent_environment(
+            os.environ, hosted.spec.env, token=hosted.token, hub_url=self.hub_url
+        )
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -1,12 +1,16 @@
-"""Outgoing mail: SMTP when configured, the server log otherwise."""
+"""Outgoing mail: SMTP when configured, files in the data directory otherwise."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -27,10 +31,27 @@ class Mailer(Protocol):
 
 
 class LogMailer:
-    """The embedded default: the mail, link included, goes to the console for the operator."""
+    """The embedded default: the mail is written to a file of its own in ``spool`` (the data
+    directory's ``mail``, 0700, each file 0600), and the log says where. A link in a mail
+    signs its holder in, so it never goes to the log itself."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
 
     async def send(self, mail: Mail) -> None:
-        log.warning("mail to %s (no KAI_SMTP_URL set): %s\n%s", mail.to, mail.subject, mail.body)
+        path = await asyncio.to_thread(self._write, mail)
+        log.warning(
+            "mail to %s (no KAI_SMTP_URL set): %s; written to %s", mail.to, mail.subject, path
+        )
+
+    def _write(self, mail: Mail) -> Path:
+        self.spool.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.spool / f"{stamp}-{secrets.token_hex(4)}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"To: {mail.to}\nSubject: {mail.subject}\n\n{mail.body}\n")
+        return path
 
 
 class SmtpMailer:
@@ -111,5 +132,5 @@ async def _ready(mail: Mail) -> Mail:
     return mail
 
 
-def mailer_for(smtp_url: str | None, *, sender: str) -> Mailer:
-    return SmtpMailer(smtp_url, sender=sender) if smtp_url else LogMailer()
+def mailer_for(smtp_url: str | None, *, sender: str, spool: Path) -> Mailer:
+    return SmtpMailer(smtp_url, sender=sender) if smtp_url else LogMailer(spool)

@@ -8,7 +8,7 @@ Run the whole example against a hub (``make run`` in another terminal):
 It signs in, registers three agents (``coordinator``, ``worker-a``, ``worker-b``) in a team,
 grants the coordinator the right to create tasks for the team, runs the three agents, queues one
 ``count_words`` task on the coordinator and prints its result and its subtasks. Each agent can
-also run on its own: ``kai agent run kai.examples.coordinator:worker --token ...``.
+also run on its own: ``KAI_AGENT_TOKEN=... kai agent run kai.examples.coordinator:worker``.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 
-from kai.auth.deps import HubDep, Require
+from kai.auth.deps import ClientDep, HubDep, Require, authorize
 from kai.auth.service import Principal
 from kai.db import utcnow
 from kai.openapi import errors
@@ -25,6 +25,10 @@ class SettingOut(Wire):
     source: Literal["default", "environment", "runtime"]
     environment_variable: str
     description: str | None
+    permission: Literal["config:update", "system:admin"] = Field(
+        description="What a change of this setting needs: those that guard accounts or the hub "
+        "need system:admin"
+    )
     updated_by: str | None
     updated_at: datetime | None
 
@@ -55,9 +59,14 @@ async def read_config(principal: Reader, hub: HubDep) -> ConfigOut:
 
 
 @router.put("", responses=errors(401, 403, 422))
-async def update_config(body: ConfigUpdate, principal: Updater, hub: HubDep) -> ConfigUpdated:
+async def update_config(
+    request: Request, body: ConfigUpdate, principal: Updater, hub: HubDep, client: ClientDep
+) -> ConfigUpdated:
     """Change runtime settings: validated (422 with the field errors), stored, audited, and
-    applied on every node without a restart."""
+    applied on every node without a restart. Settings that guard accounts or the hub (their
+    ``permission`` says so) need ``system:admin`` as well (403, and nothing changes)."""
+    for permission in hub.runtime.permissions(body.settings):
+        authorize(request, hub, principal, permission, client_ip=client.ip)
     changes = hub.runtime.validate(body.settings)
     await hub.runtime.change(changes, user_id=principal.user_id)
     names = sorted(hub.runtime.wire(key) for key in changes)

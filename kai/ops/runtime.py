@@ -44,7 +44,19 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "ws_rate_window",
     "ws_send_queue",
 )
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Those that tune work may change with ``config:update``; the rest guard accounts or the hub
+# (throttles, allowed origins, log level, quotas, message and queue sizes) and need
+# ``system:admin`` too. A key added above is guarded until it is listed here.
+WORK_KEYS: frozenset[str] = frozenset(
+    {
+        "command_timeout",
+        "command_max_timeout",
+        "task_lease_seconds",
+        "task_max_attempts",
+        "stream_ttl",
+    }
+)
+GUARD_PERMISSION = "system:admin"
 
 
 class RuntimeSetting(Base):
@@ -68,7 +80,9 @@ def _changes_model() -> type[BaseModel]:
         fields[key] = (annotation | None, copy)
     return create_model(
         "RuntimeChanges",
-        __config__=ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid"),
+        __config__=ConfigDict(
+            alias_generator=to_camel, populate_by_name=False, extra="forbid", allow_inf_nan=False
+        ),
         **fields,
     )
 
@@ -100,14 +114,6 @@ class RuntimeConfig:
             ]
             raise Unprocessable("Invalid settings", errors=errors) from None
         changes = {key: getattr(checked, key) for key in checked.model_fields_set}
-        level = changes.get("log_level")
-        if level is not None:
-            if level.upper() not in LOG_LEVELS:
-                raise Unprocessable(
-                    "Invalid settings",
-                    errors=[{"field": "logLevel", "message": f"one of {', '.join(LOG_LEVELS)}"}],
-                )
-            changes["log_level"] = level.upper()
         merged = {**self.current(), **{k: v for k, v in changes.items() if v is not None}}
         if merged["command_timeout"] > merged["command_max_timeout"]:
             raise Unprocessable(
@@ -121,6 +127,15 @@ class RuntimeConfig:
     @staticmethod
     def wire(key: str) -> str:
         return wire_name(key)
+
+    @staticmethod
+    def permission(key: str) -> str:
+        """The permission a change of ``key`` needs: ``config:update``, or ``system:admin``."""
+        return "config:update" if key in WORK_KEYS else GUARD_PERMISSION
+
+    def permissions(self, raw: dict[str, Any]) -> list[str]:
+        """The permissions a change (by wire name) needs, checked before its values are."""
+        return sorted({self.permission(k) for k in RUNTIME_KEYS if wire_name(k) in raw})
 
     async def on_broker_message(self, message: dict[str, Any]) -> None:
         if message.get("op") == "config_changed":
@@ -176,6 +191,7 @@ class RuntimeConfig:
                 "source": self.source(key),
                 "environmentVariable": f"KAI_{key.upper()}",
                 "description": Settings.model_fields[key].description,
+                "permission": self.permission(key),
                 "updatedBy": row.updated_by if row else None,
                 "updatedAt": row.updated_at if row else None,
             }

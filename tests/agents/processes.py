@@ -68,14 +68,15 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def spawn_agent(output: Path, token: str, urls: list[str], *, target: str = SAMPLE) -> AgentProcess:
-    """``kai agent run TARGET --url U1 --url U2 ...`` (the URLs tried in that order), its
-    output written to ``output``."""
+    """``kai agent run TARGET --url U1 --url U2 ...`` (the URLs tried in that order) with its
+    token in ``KAI_AGENT_TOKEN`` (never argv, where ``ps`` shows it), its output written to
+    ``output``."""
     with output.open("wb") as sink:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "kai", "agent", "run", target, "--token", token]
+            [sys.executable, "-m", "kai", "agent", "run", target]
             + [arg for url in urls for arg in ("--url", url)],
             cwd=REPO_ROOT,
-            env=child_env(),
+            env=child_env(KAI_AGENT_TOKEN=token),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

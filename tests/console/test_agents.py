@@ -54,7 +54,7 @@ async def test_create_an_agent_then_rename_and_delete_it(page: Page, hub: HubSer
     assert token.startswith("kai_agent_")
     run = await panel.locator("code.command").inner_text()
     ws = hub.base_url.replace("http://", "ws://")
-    assert run == f"kai agent run your_module:agent --url {ws}/ws/agent --token {token}"
+    assert run == f"KAI_AGENT_TOKEN={token} kai agent run your_module:agent --url {ws}/ws/agent"
     await panel.get_by_role("button", name="Copy token").click()
     await expect(panel.get_by_role("button", name="Copied", exact=True)).to_be_visible()
     assert await page.evaluate("() => navigator.clipboard.readText()") == token

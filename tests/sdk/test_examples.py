@@ -87,9 +87,9 @@ async def test_the_greeter_of_the_docs_runs_on_a_real_hub(
     output = tmp_path / "greeter.log"
     with output.open("wb") as sink:
         popen = subprocess.Popen(
-            [*command, "--url", server.ws_url, "--token", created.token],
+            [*command, "--url", server.ws_url],
             cwd=tmp_path,
-            env=env,
+            env={**env, "KAI_AGENT_TOKEN": created.token},
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

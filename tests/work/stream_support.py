@@ -186,9 +186,9 @@ def spawn_with_env(
     """``kai agent run TARGET`` with extra environment variables, its output in ``output``."""
     with output.open("wb") as sink:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "kai", "agent", "run", target, "--token", token, "--url", url],
+            [sys.executable, "-m", "kai", "agent", "run", target, "--url", url],
             cwd=REPO_ROOT,
-            env=child_env(**env),
+            env=child_env(**env, KAI_AGENT_TOKEN=token),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,

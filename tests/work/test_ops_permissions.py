@@ -12,7 +12,7 @@ from tests.helpers import assert_problem
 
 ROUTES = [
     ("GET", "/api/config", None, "config:read"),
-    ("PUT", "/api/config", {"settings": {"wsSendQueue": 900}}, "config:update"),
+    ("PUT", "/api/config", {"settings": {"commandTimeout": 10}}, "config:update"),
     ("GET", "/api/services", None, "services:read"),
     ("POST", "/api/services/task-dispatch/restart", None, "services:restart"),
     ("POST", "/api/services/stream-expiry/stop", None, "services:stop"),

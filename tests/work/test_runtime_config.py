@@ -67,11 +67,11 @@ async def test_a_change_is_stored_audited_applied_and_taken_back(
 ) -> None:
     dev = await people.join("dev@example.com", role="developer")
     response = await dev.call(
-        "PUT", "/api/config", json={"settings": {"commandTimeout": 0.5, "wsRateLimit": 500}}
+        "PUT", "/api/config", json={"settings": {"commandTimeout": 0.5, "taskMaxAttempts": 5}}
     )
     assert response.status_code == 200, response.text
     body = payload(response)
-    assert body["updatedFields"] == ["commandTimeout", "wsRateLimit"]
+    assert body["updatedFields"] == ["commandTimeout", "taskMaxAttempts"]
     timeout = body["settings"]["commandTimeout"]
     assert (timeout["value"], timeout["source"], timeout["updatedBy"]) == (
         0.5,
@@ -80,10 +80,10 @@ async def test_a_change_is_stored_audited_applied_and_taken_back(
     )
     assert timeout["updatedAt"].endswith("Z")
     hub = server.hub
-    assert (hub.settings.command_timeout, hub.settings.ws_rate_limit) == (0.5, 500)
+    assert (hub.settings.command_timeout, hub.settings.task_max_attempts) == (0.5, 5)
     async with hub.db.session(write=False) as session:
         stored = {row.key: row.value for row in await session.scalars(select(RuntimeSetting))}
-    assert stored == {"command_timeout": 0.5, "ws_rate_limit": 500}
+    assert stored == {"command_timeout": 0.5, "task_max_attempts": 5}
 
     # The new default deadline holds for the next command.
     created = await dev.create_agent("silent")
@@ -103,7 +103,7 @@ async def test_a_change_is_stored_audited_applied_and_taken_back(
             )
         )
     assert [(a.user_id, a.detail) for a in audited] == [
-        (dev.user_id, "commandTimeout=0.5,wsRateLimit=500")
+        (dev.user_id, "commandTimeout=0.5,taskMaxAttempts=5")
     ]
 
     # null takes the change back to the default.

@@ -768,10 +768,13 @@ async def test_the_openai_agent_streams_an_openai_compatible_endpoints_answer(
 
 
 async def test_the_openai_agent_will_not_start_without_an_endpoint_and_a_model() -> None:
-    args = ("agent", "run", "kai.openai_agent:agent", "--token", "t", "--url", "ws://127.0.0.1:9")
+    args = ("agent", "run", "kai.openai_agent:agent", "--url", "ws://127.0.0.1:9")
     neither, no_model = await asyncio.gather(
-        run_cli(*args, env=child_env()),
-        run_cli(*args, env=child_env(KAI_OPENAI_BASE_URL="http://127.0.0.1:11434/v1")),
+        run_cli(*args, env=child_env(KAI_AGENT_TOKEN="t")),
+        run_cli(
+            *args,
+            env=child_env(KAI_AGENT_TOKEN="t", KAI_OPENAI_BASE_URL="http://127.0.0.1:11434/v1"),
+        ),
     )
     assert neither.returncode == 1, neither.stderr
     assert "KAI_OPENAI_BASE_URL and KAI_OPENAI_MODEL must be set" in neither.stderr

@@ -69,12 +69,14 @@ export function configView(root) {
     inputs = new Map();
     problems.clear();
     const rows = Object.entries(settings).map(([name, s]) => {
-      const input = control(name, s.value, editable);
+      // Settings that guard accounts or the hub need system:admin besides config:update.
+      const mine = editable && can(s.permission ?? 'config:update');
+      const input = control(name, s.value, mine);
       inputs.set(name, input);
       const problem = h('p', { class: 'field-error', role: 'alert' });
       problems.set(name, problem);
       const reset =
-        editable && s.source === 'runtime'
+        mine && s.source === 'runtime'
           ? h('button', { type: 'button', class: 'secondary small', text: 'Reset', 'aria-label': `Reset ${name}`, onclick: () => send({ [name]: null }) })
           : null;
       const source =

@@ -17,7 +17,8 @@ function hubSocketUrl() {
 function tokenPanel(created, onDone) {
   const titleId = uid('created');
   const token = created.agentToken;
-  const command = `kai agent run your_module:agent --url ${hubSocketUrl()} --token ${token}`;
+  // The token goes in the environment (or a file: --token-file), never argv, where ps shows it.
+  const command = `KAI_AGENT_TOKEN=${token} kai agent run your_module:agent --url ${hubSocketUrl()}`;
   const done = h('button', { type: 'button', class: 'primary', text: 'I have copied the token' });
   const panel = h(
     'section',
@@ -27,7 +28,7 @@ function tokenPanel(created, onDone) {
       text: 'This is its token. It is shown this once: copy it now. Whoever holds it can connect as this agent.',
     }),
     h('div', { class: 'copy-row' }, h('code', { class: 'token', text: token }), copyButton(() => token, 'Copy token')),
-    h('p', { text: 'Run your agent with it (see docs/writing-agents.md):' }),
+    h('p', { text: 'Run your agent with it in KAI_AGENT_TOKEN or a file given as --token-file (see docs/writing-agents.md):' }),
     h('div', { class: 'copy-row' }, h('code', { class: 'command', text: command }), copyButton(() => command, 'Copy command')),
     h('div', { class: 'actions' }, done),
   );
