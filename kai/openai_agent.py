@@ -9,7 +9,10 @@ from the environment and run it like any agent::
 
 ``KAI_OPENAI_BASE_URL`` and ``KAI_OPENAI_MODEL`` are required; ``KAI_OPENAI_API_KEY`` (sent as
 a Bearer token), ``KAI_OPENAI_SYSTEM_PROMPT`` and ``KAI_OPENAI_TIMEOUT`` (seconds, default 120)
-are optional. A stream's ``context.messages`` (``[{"role", "content"}]``) is sent as the
+are optional. The key goes in ``KAI_OPENAI_API_KEY`` only: a base URL with ``user:password@``
+in it is refused. Stream readers learn only what went wrong in general terms (``the model
+endpoint answered HTTP 401``); the endpoint's own words go to this agent's log, the key
+redacted. A stream's ``context.messages`` (``[{"role", "content"}]``) is sent as the
 conversation before the prompt; the options in ``OPTIONS`` are passed on, others are ignored.
 See docs/streams.md.
 """
@@ -23,11 +26,13 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from kai import __version__
+from kai.logs import Redactor
 from kai.sdk import Agent
 
 log = logging.getLogger("kai.openai_agent")
@@ -40,6 +45,7 @@ OPTIONS: Final = frozenset(
 ROLES: Final = frozenset({"system", "user", "assistant"})
 DEFAULT_TIMEOUT: Final = 120.0
 EXCERPT: Final = 300
+MALFORMED: Final = "malformed stream event from the model endpoint"
 EXAMPLE: Final = "e.g. KAI_OPENAI_BASE_URL=http://127.0.0.1:11434/v1 KAI_OPENAI_MODEL=llama3.2"
 
 
@@ -48,7 +54,14 @@ class ConfigError(ValueError):
 
 
 class UpstreamError(RuntimeError):
-    """The endpoint refused the request, or answered with something that is not a stream."""
+    """The endpoint refused the request, or answered with something that is not a stream.
+
+    Its message is what a stream's readers see: never the endpoint's address or words, which
+    are ``detail``, for the agent's own log."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +87,17 @@ class Upstream:
         ]
         if missing:
             raise ConfigError(f"{' and '.join(missing)} must be set ({EXAMPLE})")
-        if not base_url.startswith(("http://", "https://")):
+        try:
+            parts = urlsplit(base_url)
+            credentials = parts.username is not None or parts.password is not None
+        except ValueError:
+            raise ConfigError("KAI_OPENAI_BASE_URL is not a URL") from None
+        if credentials:
+            raise ConfigError(
+                "KAI_OPENAI_BASE_URL must not hold credentials (user:password@); "
+                "give the key as KAI_OPENAI_API_KEY"
+            )
+        if parts.scheme not in ("http", "https"):
             raise ConfigError(f"KAI_OPENAI_BASE_URL must be an http(s) URL, not {base_url!r}")
         raw_timeout = env.get("KAI_OPENAI_TIMEOUT", "").strip() or str(DEFAULT_TIMEOUT)
         try:
@@ -151,14 +174,15 @@ async def pieces(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamError(f"malformed stream event: {excerpt(data)}") from None
+            raise UpstreamError(MALFORMED, f"malformed stream event: {excerpt(data)}") from None
         if not isinstance(event, dict):
-            raise UpstreamError(f"malformed stream event: {excerpt(data)}")
+            raise UpstreamError(MALFORMED, f"malformed stream event: {excerpt(data)}")
         if "error" in event:
-            raise UpstreamError(f"the endpoint failed mid-stream: {_error_message(event['error'])}")
+            detail = f"the endpoint failed mid-stream: {_error_message(event['error'])}"
+            raise UpstreamError("the model endpoint failed mid-stream", detail)
         choices = event.get("choices")
         if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
-            raise UpstreamError(f"malformed stream event: {excerpt(data)}")
+            raise UpstreamError(MALFORMED, f"malformed stream event: {excerpt(data)}")
         if not choices:
             continue  # a usage report
         delta = choices[0].get("delta")
@@ -167,7 +191,7 @@ async def pieces(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             yield content
         finished = finished or bool(choices[0].get("finish_reason"))
     if not finished:
-        raise UpstreamError("the stream ended before [DONE]")
+        raise UpstreamError("the model endpoint's stream ended before [DONE]")
 
 
 class Completions:
@@ -179,34 +203,59 @@ class Completions:
         if upstream.api_key:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         self.client = httpx.AsyncClient(headers=headers, timeout=upstream.timeout)
+        self.redactor = Redactor([upstream.api_key] if upstream.api_key else [])
         self.slots = asyncio.Semaphore(concurrency)
 
     async def stream(
         self, prompt: str, context: Mapping[str, Any], options: Mapping[str, Any]
     ) -> AsyncIterator[str]:
         """The answer to ``prompt``, piece by piece; ``UpstreamError`` when it cannot be had."""
+        try:
+            async for piece in self._stream(prompt, context, options):
+                yield piece
+        except UpstreamError as exc:
+            log.warning("%s", self.redactor.text(exc.detail))
+            raise
+
+    async def _stream(
+        self, prompt: str, context: Mapping[str, Any], options: Mapping[str, Any]
+    ) -> AsyncIterator[str]:
         url = self.upstream.url
         body = self.upstream.request(prompt, context, options)
         try:
             async with self.slots, self.client.stream("POST", url, json=body) as response:
+                status = response.status_code
                 if not response.is_success:
                     text = await response.aread()
-                    raise UpstreamError(f"HTTP {response.status_code} from {url}: {excerpt(text)}")
+                    raise UpstreamError(
+                        f"the model endpoint answered HTTP {status}",
+                        f"HTTP {status} from {url}: {excerpt(text)}",
+                    )
                 kind = response.headers.get("content-type", "")
                 if "event-stream" not in kind:
                     text = await response.aread()
                     raise UpstreamError(
-                        f"{url} did not stream (content-type {kind or 'none'}): {excerpt(text)}"
+                        f"the model endpoint did not stream (HTTP {status})",
+                        f"{url} did not stream (content-type {kind or 'none'}): {excerpt(text)}",
                     )
                 async for piece in pieces(response.aiter_lines()):
                     yield piece
         except httpx.TimeoutException as exc:
             timeout = self.upstream.timeout
-            raise UpstreamError(f"no answer from {url} within {timeout:g}s") from exc
+            raise UpstreamError(
+                f"no answer from the model endpoint within {timeout:g}s",
+                f"no answer from {url} within {timeout:g}s",
+            ) from exc
         except httpx.ConnectError as exc:
-            raise UpstreamError(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
+            raise UpstreamError(
+                "cannot reach the model endpoint",
+                f"cannot reach {url}: {exc or type(exc).__name__}",
+            ) from exc
         except httpx.HTTPError as exc:  # the connection broke, or the answer was not HTTP
-            raise UpstreamError(f"{url} failed: {exc or type(exc).__name__}") from exc
+            raise UpstreamError(
+                "the connection to the model endpoint failed",
+                f"{url} failed: {exc or type(exc).__name__}",
+            ) from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -724,21 +724,27 @@ async def test_the_openai_agent_streams_an_openai_compatible_endpoints_answer(
                 "top_p": 0.9,
             }
 
-            # The endpoint refuses: the stream fails with its status and words.
+            # The endpoint refuses: the stream fails with its status; its words and address
+            # go to the agent's own log, not to the stream's readers.
             response = await open_stream(ann, created.agent_id, {"prompt": FAIL})
             opened = payload(response)
             chunks, ended = answer_of(await read_sse(ann, opened["streamUrl"]))
             assert (chunks, ended["status"]) == ([], "failed")
-            assert "HTTP 500" in ended["error"]
-            assert FAILURE in ended["error"]
+            assert ended["error"] == "the model endpoint answered HTTP 500"
             assert (await info(ann, opened["streamId"]))["error"] == ended["error"]
+
+            async def logged() -> bool:
+                records = (await ann.logs(created.agent_id, limit=1000))["logs"]
+                return any(FAILURE in r["message"] for r in records)
+
+            await eventually(logged, 10, what="the endpoint's words in the agent's own log")
 
             # The answer breaks off into something that is not JSON: failed, after what came.
             response = await open_stream(ann, created.agent_id, {"prompt": GARBLE})
             opened = payload(response)
             chunks, ended = answer_of(await read_sse(ann, opened["streamUrl"]))
             assert (chunks, ended["status"], ended["chunks"]) == (["Half"], "failed", 1)
-            assert ended["error"].startswith("malformed stream event:")
+            assert ended["error"] == "malformed stream event from the model endpoint"
 
             # A conversation that is not one: failed before asking the endpoint.
             response = await open_stream(
@@ -781,3 +787,19 @@ async def test_the_openai_agent_will_not_start_without_an_endpoint_and_a_model()
     assert no_model.returncode == 1, no_model.stderr
     assert "KAI_OPENAI_MODEL must be set" in no_model.stderr
     assert "KAI_OPENAI_BASE_URL" not in no_model.stderr.split("must be set")[0]
+
+
+async def test_the_openai_agent_refuses_credentials_in_its_base_url() -> None:
+    """A key in the URL is refused, never sent as the API key nor shown in a message."""
+    env = child_env(
+        KAI_AGENT_TOKEN="t",
+        KAI_OPENAI_BASE_URL="http://someone:sk-in-the-url-0123@127.0.0.1:9/v1",
+        KAI_OPENAI_MODEL="m",
+        KAI_OPENAI_API_KEY="sk-the-real-key-0123",
+    )
+    answer = await run_cli(
+        "agent", "run", "kai.openai_agent:agent", "--url", "ws://127.0.0.1:9", env=env
+    )
+    assert answer.returncode == 1, answer.stderr
+    assert "KAI_OPENAI_BASE_URL must not hold credentials" in answer.stderr
+    assert "sk-in-the-url" not in answer.stderr + answer.stdout
