@@ -76,3 +76,66 @@ async def test_every_problem_answer_carries_the_request_id(running: Running) -> 
         problem = response.json()
         assert response.headers["content-type"].startswith("application/problem+json")
         assert problem["requestId"] == response.headers["x-request-id"], (method, path)
+
+
+SECRET_LINES = [
+    ("< authorization: Bearer abc.def-ghi", "abc.def-ghi"),
+    ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+    ('TEXT \'{"type":"auth","token":"eyJhbGciOiJIUzI1NiJ9.eyJzd\' [349 bytes]', "eyJzd"),
+    ("agent kai_agent_Zm9vYmFyYmF6cXV4 connected", "Zm9vYmFyYmF6cXV4"),
+    ("open http://hub/login/magic#token=Q2hlY2tNYXRl&x=1", "Q2hlY2tNYXRl"),
+    ('{"refreshToken": "b3BhcXVlLXJlZnJlc2g", "password": "pw with spaces"}', "b3BhcXVl"),
+    ('{"refreshToken": "b3BhcXVlLXJlZnJlc2g", "password": "pw with spaces"}', "spaces"),
+    ("{'password': 'hunter22'}", "hunter22"),
+    ("connect postgresql+asyncpg://kai:db-pass-1@db:5432/kai", "db-pass-1"),
+    ("smtp://kai:mail-pass@smtp.example.com:587", "mail-pass"),
+    ("AUTH PLAIN AGthaQBtYWlsLXBhc3M=", "AGthaQBtYWlsLXBhc3M="),
+    ("KAI_AGENT_TOKEN=abcdefghijkl kai agent run", "abcdefghijkl"),
+]
+
+
+@pytest.mark.parametrize(("line", "secret"), SECRET_LINES)
+def test_the_redactor_hides_every_kind_of_secret(line: str, secret: str) -> None:
+    redacted = logs.Redactor().text(line)
+    assert secret not in redacted
+    assert logs.REDACTED in redacted
+
+
+def test_the_redactor_keeps_ordinary_lines_and_hides_secret_fields() -> None:
+    redactor = logs.Redactor(["configured-secret-value"])
+    for line in ("agent exited with code=3", "3 tokens queued", "GET /api/tasks 200 8.1ms"):
+        assert redactor.text(line) == line
+    assert redactor.text("the key is configured-secret-value.") == "the key is [redacted]."
+    event = redactor(
+        None, "info", {"event": "x", "password": "p", "extra": {"api_key": "k", "n": 1}}
+    )
+    assert event == {
+        "event": "x",
+        "password": "[redacted]",
+        "extra": {"api_key": "[redacted]", "n": 1},
+    }
+
+
+def test_secrets_of_the_environment_are_known_to_the_redactor() -> None:
+    found = logs.environment_secrets(
+        {
+            "KAI_ADMIN_PASSWORD": "admin-pass-1",
+            "KAI_SECRET_KEY": "signing-key-0123456789",
+            "KAI_DATABASE_URL": "postgresql://kai:db-pass-1@db/kai",
+            "KAI_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "KAI_PORT": "8000",
+            "KAI_SMTP_URL": "smtp://u:short@h",  # too short for a value; the URL pattern hides it
+        }
+    )
+    assert set(found) == {"admin-pass-1", "signing-key-0123456789", "db-pass-1"}
+
+
+def test_a_traceback_is_redacted_too(stderr: io.StringIO) -> None:
+    logs.setup("DEBUG", "console", stream=stderr)
+    try:
+        raise ValueError("bad token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl")
+    except ValueError:
+        logging.getLogger("kai.test").exception("failed")
+    text = stderr.getvalue()
+    assert "ValueError" in text
+    assert "c2lnbmF0dXJl" not in text
