@@ -22,7 +22,8 @@ from kai.auth.schemas import (
     UserUpdate,
     UserUpdateResponse,
 )
-from kai.auth.service import Principal
+from kai.auth.service import Client, Principal
+from kai.hub import Hub
 from kai.openapi import errors
 from kai.schemas import UtcDatetime, page_fields
 
@@ -118,14 +119,8 @@ async def create_invite(
         email=body.email,
         note=body.note,
     )
-    hub.audit.auth(
-        "invite_created",
-        ok=True,
-        user_id=admin.user_id,
-        resource=f"invite:{created.invite.id}",
-        client_ip=client.ip,
-        detail=f"for {body.email}" if body.email else None,
-    )
+    detail = f"for {body.email}" if body.email else None
+    _audit_invite(hub, "invite_created", admin, created.invite.id, client, detail=detail)
     return InviteCreated(invite=InviteOut.model_validate(created.invite), code=created.code)
 
 
@@ -153,11 +148,24 @@ async def revoke_invite(
 ) -> InviteRevoked:
     """Revoke an invite: its code no longer registers anyone (a used one stays as it was)."""
     invite = await invites.revoke(session, inviteId)
+    _audit_invite(hub, "invite_revoked", admin, invite.id, client)
+    return InviteRevoked(invite=InviteOut.model_validate(invite))
+
+
+def _audit_invite(
+    hub: Hub,
+    event: str,
+    admin: Principal,
+    invite_id: str,
+    client: Client,
+    *,
+    detail: str | None = None,
+) -> None:
     hub.audit.auth(
-        "invite_revoked",
+        event,
         ok=True,
         user_id=admin.user_id,
-        resource=f"invite:{invite.id}",
+        resource=f"invite:{invite_id}",
         client_ip=client.ip,
+        detail=detail,
     )
-    return InviteRevoked(invite=InviteOut.model_validate(invite))
