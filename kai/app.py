@@ -40,7 +40,7 @@ from kai.hub import Hub
 from kai.loops import Loops
 from kai.middleware import RequestGuard
 from kai.openapi import problem_schema
-from kai.ops import config_routes, service_routes
+from kai.ops import apidocs_routes, config_routes, service_routes
 from kai.ops import routes as ops_routes
 from kai.ops.metrics import COUNTS, HttpMetrics, Metrics
 from kai.ops.runtime import RuntimeConfig
@@ -272,6 +272,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A self-hosted hub for AI agents.",
         description="REST and WebSocket API of the kai hub. Errors are `application/problem+json`.",
         lifespan=lifespan,
+        docs_url=None,  # kai.ops.apidocs_routes serves /docs from installed files
+        redoc_url=None,
     )
     app.state.metrics = Metrics()
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
@@ -285,6 +287,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document_problems(app)
 
     app.include_router(ops_routes.router)
+    app.include_router(apidocs_routes.router)
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
     app.include_router(agent_routes.router)

@@ -4,6 +4,7 @@ operational routes: health, readiness, the OpenAPI document and its docs page.""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -322,8 +323,25 @@ async def test_openapi_documents_every_route(running: Running) -> None:
 
 
 async def test_docs_page(client: httpx.AsyncClient) -> None:
+    """Swagger UI from this origin only, under a CSP without inline script; no /redoc."""
     response = await client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in response.text
-    assert "/openapi.json" in response.text
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp
+    assert "default-src 'none'" in csp
+    assert "<script>" not in response.text  # no inline script: every one has a src
+    urls = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+    assert urls
+    assert all(url.startswith("/docs/assets/") for url in urls), urls
+    for url in urls:
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.headers["content-security-policy"] == csp
+        assert asset.content
+    start = await client.get("/docs/assets/start.js")
+    assert "'/openapi.json'" in start.text
+    assert (await client.get("/docs/assets/index.html")).status_code == 404
+    assert (await client.get("/docs/assets/..%2F..%2Fapp.py")).status_code == 404
+    assert (await client.get("/redoc")).status_code == 404

@@ -141,7 +141,7 @@ PAGES = [
             r'^kai_http_requests_total\{method="GET",route="/health",status="200"\} 1\.0$',
             r"'value': 10\.0, 'source': 'runtime'",
             r'"updatedFields":\["commandTimeout","wsRateLimit"\]',
-            r'"field":"commandTimeout","message":"Input should be greater than 0"',
+            r'"field":"commandTimeout","message":"Input should be greater than or equal to 0\.1"',
             r"^lease-reaper running healthy \['restart', 'stop'\]$",
             r'"name":"lease-reaper","kind":"loop","state":"stopped"',
             r"│ demo +│ [0-9a-f-]{36} │ admin@example\.com +│ online",
