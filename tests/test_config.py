@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from kai.app import create_app
 from kai.config import SECRET_FILE, ConfigError, Settings, check_secret
 from kai.db import Database
+from kai.ops.runtime import RUNTIME_KEYS
 from tests.conftest import Running, Serve
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Api, assert_problem, bearer
 
@@ -345,3 +346,18 @@ async def test_docs_page(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs/assets/index.html")).status_code == 404
     assert (await client.get("/docs/assets/..%2F..%2Fapp.py")).status_code == 404
     assert (await client.get("/redoc")).status_code == 404
+
+
+def test_every_runtime_setting_has_both_bounds_and_the_environment_is_held_to_them(
+    environ: pytest.MonkeyPatch,
+) -> None:
+    for key in RUNTIME_KEYS:
+        info = Settings.model_fields[key]
+        if info.annotation in (int, float):
+            kinds = {type(item).__name__ for item in info.metadata}
+            assert {"Ge", "Le"} <= kinds, key
+    for name, value in (("STREAM_TTL", "1e300"), ("TASK_LEASE_SECONDS", "nan"), ("LOG_LEVEL", "x")):
+        environ.setenv(f"KAI_{name}", value)
+        with pytest.raises(ValidationError, match=name.lower()):
+            Settings()
+        environ.delenv(f"KAI_{name}")
