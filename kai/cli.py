@@ -48,6 +48,22 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _warn_if_exposed_and_open(settings: Settings) -> None:
+    """Say so when anyone who reaches this address may create an account."""
+    import ipaddress
+
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    if settings.registration == "open" and not loopback:
+        logging.getLogger("kai").warning(
+            "registration is open on %s: anyone who reaches the hub may create an account; "
+            "set KAI_REGISTRATION (invite, verified or closed), see docs/deploying.md",
+            settings.host,
+        )
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (KAI_HOST)")] = None,
@@ -71,6 +87,7 @@ def serve(
     if demo:
         settings.demo = True
     _setup_logging(settings.log_level, settings.log_format)
+    _warn_if_exposed_and_open(settings)
     try:
         settings.signing_key()
     except ConfigError as exc:

@@ -122,9 +122,9 @@ class Settings(BaseSettings):
 
     # -- Accounts: who may register, which passwords are taken, how much hashing at once ----
     registration: Literal["open", "verified", "invite", "closed"] = Field(
-        default="invite",
-        description="Who may create an account: anyone, anyone who proves the address, "
-        "holders of an admin's invite, or only admins",
+        default="open",
+        description="Who may create an account: anyone (the contract's default), anyone who "
+        "proves the address, holders of an admin's invite, or only admins",
     )
     password_min_length: int = Field(
         default=8, ge=8, le=64, description="Shortest password accepted (NIST SP 800-63B)"

@@ -3,6 +3,7 @@ oracle where addresses are proven."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from kai.auth.models import User
+from kai.cli import _warn_if_exposed_and_open
 from kai.config import Settings
 from tests.auth.conftest import HubStarter, Started
 from tests.auth.support import assert_user, magic_token, user_row
@@ -36,11 +38,13 @@ async def count_users(hub: Started) -> int:
         return await session.scalar(select(func.count()).select_from(User)) or 0
 
 
-def test_an_exposed_hub_takes_invites_only_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registration_is_open_by_default_as_the_contract_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("KAI_REGISTRATION", "KAI_REQUIRE_EMAIL_VERIFICATION"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert settings.registration == "invite"
+    assert settings.registration == "open"
     assert settings.verification_required is False
     # The older setting still works, as the name of `verified` (and adds proof to `invite`).
     monkeypatch.setenv("KAI_REQUIRE_EMAIL_VERIFICATION", "true")
@@ -214,3 +218,27 @@ async def test_register_lists_the_new_answers_in_the_schema(client: httpx.AsyncC
         ("/api/invites/{inviteId}", "delete"),
     ]:
         assert "401" in schema["paths"][path][method]["responses"], (path, method)
+
+
+@pytest.mark.parametrize(
+    ("host", "registration", "warned"),
+    [
+        ("0.0.0.0", "open", True),
+        ("192.0.2.7", "open", True),
+        ("hub.example.com", "open", True),
+        ("127.0.0.1", "open", False),
+        ("::1", "open", False),
+        ("localhost", "open", False),
+        ("0.0.0.0", "invite", False),
+    ],
+)
+def test_serve_warns_when_anyone_who_reaches_it_may_register(
+    host: str, registration: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(host=host, registration=registration)
+    with caplog.at_level(logging.WARNING, logger="kai"):
+        _warn_if_exposed_and_open(settings)
+    messages = [r.getMessage() for r in caplog.records if r.name == "kai"]
+    assert bool(messages) is warned, messages
+    if warned:
+        assert f"registration is open on {host}" in messages[0]

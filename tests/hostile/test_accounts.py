@@ -135,9 +135,7 @@ async def test_registration_policies_and_weak_passwords(start_hub: HubStarter) -
         assert_problem(response, 403, "Registration is closed: an admin creates accounts")
     closed.stop()
 
-    hub = start_hub()  # the default of an exposed hub, as a fresh install has it
-    hub.env.pop("KAI_REGISTRATION")
-    hub.restart()
+    hub = start_hub(registration="invite")
     async with hub.client() as client:
         without = await client.post("/api/auth/register", json=registration("ann@example.com"))
         assert_problem(without, 403, "Registration needs an invite")
