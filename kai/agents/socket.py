@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from kai.agents import store
 from kai.agents.live import LiveAgent
@@ -53,15 +53,18 @@ class SocketChannel:
 
     async def send_text(self, text: str) -> None:
         async with self._lock:
-            await self._ws.send_text(text)
+            try:
+                await self._ws.send_text(text)
+            except WebSocketDisconnected:  # the hub closed it (a newer connection took over)
+                raise WebSocketDisconnect(Close.REPLACED) from None
 
     async def close(self, code: int, reason: str) -> None:
         if self._ws.application_state == WebSocketState.DISCONNECTED:
             return
         try:
             await self._ws.close(code, reason)
-        except (RuntimeError, OSError):
-            pass  # the peer went first
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass  # the peer went first (a dropped TCP connection answers the close frame so)
 
 
 def _bearer(websocket: WebSocket) -> str | None:
@@ -102,24 +105,24 @@ class AgentConnection:
         self.ws = websocket
         self.agent_id = agent.id
         self.first_connection = agent.last_activity is None
-        self.live = LiveAgent(
-            agent.id, new_id(), SocketChannel(websocket), owner_id=agent.owner_id
-        )
+        self.live = LiveAgent(agent.id, new_id(), SocketChannel(websocket), owner_id=agent.owner_id)
         self.settings = hub.settings
 
     async def run(self) -> None:
-        previous = self.hub.live.attach(self.live)
-        if previous is not None:
-            await previous.close(Close.REPLACED, "Replaced by a newer connection")
-        async with self.hub.db.session() as session:
-            await store.set_state(
-                session,
-                self.agent_id,
-                connection_id=self.live.connection_id,
-                node_id=self.hub.node_id,
-            )
         close_code: int | None = None
+        # Everything after attach is inside the try: whatever fails, the registration is
+        # undone, or the agent's next connection would find a dead one in its place.
+        previous = self.hub.live.attach(self.live)
         try:
+            if previous is not None:
+                await previous.close(Close.REPLACED, "Replaced by a newer connection")
+            async with self.hub.db.session() as session:
+                await store.set_state(
+                    session,
+                    self.agent_id,
+                    connection_id=self.live.connection_id,
+                    node_id=self.hub.node_id,
+                )
             await self.live.send(
                 {
                     "type": "welcome",
@@ -138,11 +141,19 @@ class AgentConnection:
             log.exception("agent %s: connection failed", self.agent_id)
             await self.live.close(Close.SERVER_ERROR, "Internal error")
         finally:
+            await self._cleanup(close_code)
+
+    async def _cleanup(self, close_code: int | None) -> None:
+        """Undo this connection's registration; no step's failure skips the next."""
+        ours = self.hub.live.detach(self.live)
+        try:
             await self.hub.peers.left(self.live)
-            if self.hub.live.detach(self.live):
-                self.hub.relay.forget_agent(self.agent_id)
-                await self._end_streams()
-            await self._went_away(close_code)
+        except Exception:
+            log.exception("agent %s: could not drop its peer work", self.agent_id)
+        if ours:
+            self.hub.relay.forget_agent(self.agent_id)
+            await self._end_streams()
+        await self._went_away(close_code)
 
     async def _receive_loop(self) -> int | None:
         timeout = self.settings.agent_heartbeat_timeout

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -277,6 +279,12 @@ class RawAgent:
         """A heartbeat, answered: every message sent before it has been handled."""
         await self.send({"type": "heartbeat"})
         await self.recv_type("heartbeat_ack")
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame: a reset, as a network drop does."""
+        sock = self.ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.ws.transport.abort()
 
     async def closed(self, timeout: float = 5.0) -> tuple[int | None, str | None]:
         """Wait for the hub to close the socket; returns its close code and reason."""

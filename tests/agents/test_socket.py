@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import MutableMapping
+from typing import Any
 
+from starlette.websockets import WebSocket, WebSocketState
+
+from kai.agents.live import LiveAgent
 from kai.agents.protocol import Close
+from kai.agents.socket import SocketChannel
 from tests.agents import sample
 from tests.agents.conftest import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from tests.agents.processes import STOPPED_BY_HUB, Launcher
@@ -167,3 +173,40 @@ async def test_an_agent_that_says_nothing_is_dropped(server: HubServer, people: 
     view = await ann.wait_status(quiet.agent_id, "offline", timeout=1)
     assert view["health"] == "unknown"
     assert (await ann.agent(mute.agent_id))["status"] == "offline"
+
+
+def _gone_socket() -> WebSocket:
+    """The hub's end of a socket whose peer vanished unnoticed: a send fails as uvicorn's does."""
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        raise OSError("the peer is gone")
+
+    socket = WebSocket({"type": "websocket", "path": "/ws/agent", "headers": []}, receive, send)
+    socket.application_state = WebSocketState.CONNECTED
+    return socket
+
+
+async def test_a_stale_connection_that_fails_to_close_does_not_lock_the_agent_out(
+    server: HubServer, people: People
+) -> None:
+    ann = await people.join("ann@example.com")
+    created = await ann.create_agent()
+    gone = _gone_socket()
+    stale = LiveAgent(created.agent_id, "stale", SocketChannel(gone), owner_id=ann.user_id)
+    server.hub.live.attach(stale)
+
+    for round_ in range(3):
+        async with agent_socket(server.ws_url, created.token) as raw:
+            assert (await raw.hello())["status"] == "online"
+            live = server.hub.live.get(created.agent_id)
+            assert live is not None
+            assert live.connection_id == raw.welcome["connectionId"]
+            if round_ == 0:  # it was asked to close, and its failure did not matter
+                assert stale.closing
+                assert gone.application_state == WebSocketState.DISCONNECTED
+            raw.abort()  # the next connection finds this one gone without a close frame
+    await ann.wait_status(created.agent_id, "offline")
+    assert server.hub.live.get(created.agent_id) is None
