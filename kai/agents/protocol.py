@@ -8,8 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
+
+from kai.bounds import MAX_INT, MAX_SEQ, within_bounds
 
 PROTOCOL_VERSION: Final = 1
 MAX_LOG_BATCH: Final = 500
@@ -75,10 +77,10 @@ class AgentMetrics(_Message):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    commands_handled: Annotated[int, Field(ge=0)] = 0
-    commands_failed: Annotated[int, Field(ge=0)] = 0
-    tasks_handled: Annotated[int, Field(ge=0)] = 0
-    tasks_failed: Annotated[int, Field(ge=0)] = 0
+    commands_handled: Annotated[int, Field(ge=0, le=MAX_SEQ)] = 0
+    commands_failed: Annotated[int, Field(ge=0, le=MAX_SEQ)] = 0
+    tasks_handled: Annotated[int, Field(ge=0, le=MAX_SEQ)] = 0
+    tasks_failed: Annotated[int, Field(ge=0, le=MAX_SEQ)] = 0
     handling_time_mean: Annotated[float | None, Field(ge=0)] = None
     handling_time_p95: Annotated[float | None, Field(ge=0)] = None
 
@@ -141,7 +143,7 @@ class TaskProgress(_Message):
     task_id: WorkId
     progress: Annotated[float, Field(ge=0, le=1)]
     message: Annotated[Text, Field(max_length=500)] | None = None
-    attempt: Annotated[int | None, Field(ge=1)] = None
+    attempt: Annotated[int | None, Field(ge=1, le=MAX_INT)] = None
 
 
 class TaskResult(_Message):
@@ -153,7 +155,7 @@ class TaskResult(_Message):
     success: bool
     result: Any = None
     error: Annotated[Text | None, Field(max_length=MAX_LOG_MESSAGE)] = None
-    attempt: Annotated[int | None, Field(ge=1)] = None
+    attempt: Annotated[int | None, Field(ge=1, le=MAX_INT)] = None
 
 
 class StreamChunk(_Message):
@@ -161,7 +163,7 @@ class StreamChunk(_Message):
 
     type: Literal["stream_chunk"]
     stream_id: WorkId
-    index: Annotated[int, Field(ge=0)]
+    index: Annotated[int, Field(ge=0, le=MAX_INT)]
     chunk: Annotated[Text, Field(max_length=MAX_CHUNK)]
 
 
@@ -171,7 +173,7 @@ class StreamEnd(_Message):
     type: Literal["stream_end"]
     stream_id: WorkId
     status: Literal["completed", "failed", "cancelled"]
-    chunks: Annotated[int | None, Field(ge=0)] = None
+    chunks: Annotated[int | None, Field(ge=0, le=MAX_INT)] = None
     error: Annotated[Text | None, Field(max_length=MAX_LOG_MESSAGE)] = None
 
 
@@ -296,7 +298,13 @@ AnyAgentMessage = (
     | StreamEnd
     | Coordination
 )
-AgentMessage = Annotated[AnyAgentMessage, Field(discriminator="type")]
+
+
+# The whole message is checked once, before any part of it: free-form parts (params, results,
+# log extras, channel data) can then nest no deeper than the hub can store and relay.
+AgentMessage = Annotated[
+    AnyAgentMessage, Field(discriminator="type"), BeforeValidator(within_bounds)
+]
 AGENT_MESSAGE: Final[TypeAdapter[AnyAgentMessage]] = TypeAdapter(AgentMessage)
 AGENT_MESSAGE_TYPES: Final = frozenset(
     {

@@ -26,8 +26,10 @@ from kai.agents.service import Viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
+from kai.bounds import MAX_INT
 from kai.db import utcnow
 from kai.openapi import errors
+from kai.params import Offset
 from kai.schemas import UtcDatetime, page_fields
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
@@ -206,8 +208,10 @@ async def agent_logs(
         | None,
         Query(description="This level and above"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, description=f"At most {MAX_LOG_PAGE}")] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_INT, description=f"At most {MAX_LOG_PAGE} are returned")
+    ] = 100,
+    offset: Offset = 0,
     order: Annotated[Literal["desc", "asc"], Query(description="desc: newest first")] = "desc",
 ) -> LogsPage:
     """The agent's log records, filtered by time and level, newest first by default."""

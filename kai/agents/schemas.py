@@ -7,11 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
+from kai.bounds import FreeJson
 from kai.schemas import Body, Page, Wire
 
 AgentStatus = Literal["offline", "online", "busy", "restarting", "error"]
 AgentHealth = Literal["healthy", "degraded", "unhealthy", "unknown"]
-Config = Annotated[dict[str, Any], Field(description="Free-form configuration for the agent")]
+Config = Annotated[FreeJson, Field(description="Free-form configuration for the agent")]
 
 
 def _no_control_characters(value: str) -> str:

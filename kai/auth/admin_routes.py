@@ -25,14 +25,13 @@ from kai.auth.schemas import (
 from kai.auth.service import Client, Principal
 from kai.hub import Hub
 from kai.openapi import errors
+from kai.params import Offset
 from kai.schemas import UtcDatetime, page_fields
 
 router = APIRouter(tags=["admin"])
 
 Admin = Annotated[Principal, Require("system:admin")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Rows per page (at most 500)")]
-# Bounded so that no offset overflows a database integer.
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")]
 
 
 @router.get("/api/users", responses=errors(401, 403, 422))

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from kai.auth.deps import ClientDep, HubDep, Require, authorize
 from kai.auth.service import Principal
+from kai.bounds import FreeJson
 from kai.db import utcnow
 from kai.openapi import errors
 from kai.schemas import Body, Wire
@@ -39,7 +40,7 @@ class ConfigOut(Wire):
 
 
 class ConfigUpdate(Body):
-    settings: dict[str, Any] = Field(
+    settings: FreeJson = Field(
         description="The settings to change, by name; null takes a runtime change back",
         examples=[{"commandTimeout": 10, "wsRateLimit": 120}],
     )

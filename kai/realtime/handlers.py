@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kai.bounds import MAX_SEQ
 from kai.db import utcnow
 from kai.realtime.connection import ClientConnection
 
@@ -53,8 +54,8 @@ async def already_authenticated(conn: ClientConnection, message: dict[str, Any])
 async def resume(conn: ClientConnection, message: dict[str, Any]) -> None:
     since = message.get("since")
     epoch = message.get("epoch")
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-        raise BadMessage("resume needs since: a seq number of 0 or more")
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ:
+        raise BadMessage(f"resume needs since: a seq number from 0 to {MAX_SEQ}")
     if epoch is not None and not isinstance(epoch, str):
         raise BadMessage("epoch must be a string")
     await conn.resume(since=since, epoch=epoch)

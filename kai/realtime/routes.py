@@ -14,6 +14,7 @@ from kai.agents.service import Viewer
 from kai.auth import rbac
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
+from kai.bounds import MAX_SEQ, json_problem
 from kai.errors import KaiError
 from kai.hub import Hub, hub_of
 from kai.realtime.connection import ClientConnection, CloseCode, Who
@@ -132,10 +133,10 @@ def resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
     if raw is None:
         return None, epoch
     try:
-        since = int(raw)
+        since = int(raw) if len(raw) <= 20 else -1
     except ValueError:
         return None, epoch
-    return (since if since >= 0 else None), epoch
+    return (since if 0 <= since <= MAX_SEQ else None), epoch
 
 
 async def serve(hub: Hub, conn: ClientConnection, handlers: Handlers | None = None) -> None:
@@ -177,6 +178,10 @@ async def _dispatch(handlers: Handlers, conn: ClientConnection, raw: str | bytes
     kind = data.get("type") if isinstance(data, dict) else None
     if not isinstance(kind, str):
         conn.send({"type": "error", "error": "Invalid message format"})
+        return
+    problem = json_problem(data)
+    if problem is not None:
+        conn.send({"type": "error", "error": "Invalid message format", "details": problem})
         return
     handler = handlers.get(kind)
     if handler is None:

@@ -17,6 +17,7 @@ from kai.auth.service import Principal
 from kai.auth.tokens import digest
 from kai.errors import NotFound, Unauthorized
 from kai.openapi import errors
+from kai.params import Offset
 from kai.schemas import page_fields
 from kai.work.files import FILE_NOT_FOUND, Upload, content_disposition
 from kai.work.models import StoredFile
@@ -92,7 +93,7 @@ async def list_files(
     hub: HubDep,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=MAX_FILE_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> FileList:
     """The files uploaded for the agent, newest first."""
     await hub.agents.visible(session, viewer(principal), agentId)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
 from kai.auth.models import User
+from kai.bounds import json_problem
 from kai.config import Settings
 from kai.db import Database, after_commit, new_id, utcnow
 from kai.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
@@ -381,6 +382,9 @@ def _metadata(raw: bytearray | None) -> dict[str, Any]:
         raise Unprocessable("metadata must be JSON") from None
     if not isinstance(value, dict):
         raise Unprocessable("metadata must be a JSON object")
+    problem = json_problem(value)
+    if problem is not None:
+        raise Unprocessable(f"metadata: {problem}")
     return value
 
 

@@ -12,6 +12,7 @@ from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
 from kai.hub import Hub
 from kai.openapi import errors
+from kai.params import Offset
 from kai.schemas import page_fields
 from kai.work.models import PRIORITY_NAMES, Task
 from kai.work.schemas import (
@@ -109,7 +110,7 @@ async def list_tasks(
     session: DbSession,
     task_status: Annotated[TaskState | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TASK_PAGE)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> TaskList:
     """The agent's tasks, newest first, optionally of one status."""
     await hub.agents.visible(session, viewer(principal), agentId)

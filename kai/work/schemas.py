@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from kai.bounds import FreeJson
 from kai.schemas import Body, Page, Wire
 
 CommandName = Annotated[str, Field(min_length=1, max_length=200, examples=["echo"])]
@@ -14,7 +15,7 @@ CommandName = Annotated[str, Field(min_length=1, max_length=200, examples=["echo
 
 class CommandRequest(Body):
     command: CommandName
-    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"text": "hello"}])
+    parameters: FreeJson = Field(default_factory=dict, examples=[{"text": "hello"}])
     expects_response: bool = True
     timeout: Annotated[
         float | None, Field(gt=0, le=300, description="Seconds to wait for the answer")
@@ -37,7 +38,7 @@ TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 class TaskRequest(Body):
     task_type: Annotated[str, Field(min_length=1, max_length=200, examples=["count"])]
-    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"to": 5}])
+    parameters: FreeJson = Field(default_factory=dict, examples=[{"to": 5}])
     priority: Priority = "medium"
     idempotency_key: Annotated[
         str | None,
@@ -116,8 +117,8 @@ StreamState = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 class StreamRequest(Body):
     prompt: Annotated[str, Field(min_length=1, max_length=200_000, examples=["Tell me a story"])]
-    context: dict[str, Any] = Field(default_factory=dict, examples=[{"conversation": "c-1"}])
-    options: dict[str, Any] = Field(default_factory=dict, examples=[{"temperature": 0.2}])
+    context: FreeJson = Field(default_factory=dict, examples=[{"conversation": "c-1"}])
+    options: FreeJson = Field(default_factory=dict, examples=[{"temperature": 0.2}])
 
 
 class StreamOpened(Wire):

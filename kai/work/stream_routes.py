@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
+from kai.bounds import MAX_INT
 from kai.openapi import errors
 from kai.work.schemas import StreamCancelled, StreamInfo, StreamOpened, StreamRequest
 
@@ -83,9 +84,12 @@ async def stream_events(
     principal: Reader,
     hub: HubDep,
     last_event_id: Annotated[
-        int | None, Header(alias="Last-Event-ID", ge=-1, description="Resume after this chunk")
+        int | None,
+        Header(alias="Last-Event-ID", ge=-1, le=MAX_INT, description="Resume after this chunk"),
     ] = None,
-    start: Annotated[int | None, Query(alias="from", ge=0, description="First chunk")] = None,
+    start: Annotated[
+        int | None, Query(alias="from", ge=0, le=MAX_INT, description="First chunk")
+    ] = None,
 ) -> StreamingResponse:
     """The answer as Server-Sent Events, from the first chunk (or after ``Last-Event-ID``),
     live while it is written and in full afterwards, until the stream expires."""
