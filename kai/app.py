@@ -91,7 +91,10 @@ async def build_hub(settings: Settings, *, run_migrations: bool = True) -> Hub:
         await asyncio.to_thread(migrate, url)
     db = Database(url)
     audit = AuditLog(
-        db, interval=settings.audit_flush_interval, batch_size=settings.audit_batch_size
+        db,
+        interval=settings.audit_flush_interval,
+        batch_size=settings.audit_batch_size,
+        flood_window=settings.audit_flood_window,
     )
     outbox = Outbox(
         mailer_for(settings.smtp_url, sender=settings.mail_from, spool=settings.data_dir / "mail")
@@ -227,6 +230,13 @@ def start_loops(hub: Hub) -> Loops:
         every=min(3600.0, retention.total_seconds() / 4),
         work=lambda: hub.agents.prune_logs(older_than=retention),
     )
+    audit_retention = timedelta(days=settings.audit_retention_days)
+    loops.start(
+        "audit-retention",
+        every=min(3600.0, audit_retention.total_seconds() / 4),
+        work=lambda: hub.audit.prune(older_than=audit_retention),
+    )
+    loops.start("audit-floods", every=settings.audit_flood_window / 4, work=hub.audit.sweep)
     return loops
 
 

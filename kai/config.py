@@ -196,6 +196,29 @@ class Settings(BaseSettings):
     )
     ws_ping_interval: float = Field(default=20.0, gt=0, description="Keepalive pings, s")
 
+    # -- Bounded growth: audit retention and floods, agents' log quota, agents per user --------
+    audit_retention_days: float = Field(
+        default=90.0, gt=0, le=36_500, description="Audit entries older than this are deleted"
+    )
+    audit_flood_window: float = Field(
+        default=60.0,
+        ge=1,
+        le=DAY,
+        description="Failed anonymous attempts per action and address: one row, then one count",
+    )
+    agent_log_window: float = Field(
+        default=10.0, ge=0.1, le=3600, description="The window of an agent's log quota, s"
+    )
+    agent_log_bytes_per_window: int = Field(
+        default=1024 * 1024, ge=1024, le=1024**3, description="Log message bytes per window"
+    )
+    agent_log_records_per_window: int = Field(
+        default=5000, ge=10, le=10**7, description="Log records per window"
+    )
+    max_agents_per_user: int = Field(
+        default=100, ge=1, le=10**6, description="Agents one account may own (admins: any)"
+    )
+
     hosted_agents: list[HostedAgent] = Field(default_factory=list)
     demo: bool = Field(default=False, description="Run the demo agent as a hosted agent")
 

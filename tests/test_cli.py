@@ -285,17 +285,17 @@ def test_migrate_check_and_admin_commands_never_upgrade_a_schema_behind(tmp_path
     data.mkdir()
     env = kai_env(data)
     url = f"sqlite+aiosqlite:///{data / 'kai.db'}"
-    migrate(url, "0005")  # a database an older release left behind
+    migrate(url, "0007")  # a database an older release left behind
 
     check = kai(env, "migrate", "--check")
     assert check.returncode == 1, check.stderr
-    assert "schema at 0005; pending: ['0006']" in check.stdout
+    assert "schema at 0007; pending: ['0008']" in check.stdout
 
     refused = kai(env, "users", "list")
     assert refused.returncode == 1
     assert "1 migrations pending" in refused.stderr
     assert "run `kai migrate` first" in refused.stderr
-    assert asyncio.run(_revision(url)) == "0005"  # untouched
+    assert asyncio.run(_revision(url)) == "0007"  # untouched
 
     done = kai(env, "migrate")
     assert done.returncode == 0, done.stderr

@@ -55,15 +55,17 @@ async def list_agents(principal: Reader, hub: HubDep, session: DbSession) -> Age
     return AgentsList(agents=views, total=len(views), timestamp=now)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 422))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 409, 422))
 async def create_agent(
     body: CreateAgentRequest, principal: Creator, hub: HubDep, session: DbSession
 ) -> CreateAgentResponse:
-    """Register an agent; the answer holds its token, shown this once."""
+    """Register an agent; the answer holds its token, shown this once. An account owns at most
+    ``KAI_MAX_AGENTS_PER_USER`` agents (409 past it); admins are not limited."""
     data = body.agent_data
     agent, token = await hub.agents.create(
         session,
         owner_id=principal.user_id,
+        capped=principal.role != Role.ADMIN,
         name=data.name,
         description=data.description,
         type=data.type,

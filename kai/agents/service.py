@@ -7,6 +7,7 @@ waits for the agent and must not hold a database lock while it does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,22 +15,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents import backup, store
 from kai.agents.live import LiveAgents
 from kai.agents.models import Agent, AgentLog
 from kai.agents.protocol import Close
+from kai.agents.quota import Admitted, LogQuota
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
 from kai.batch import BatchWriter
 from kai.config import Settings
 from kai.db import Database, after_commit, utcnow
 from kai.errors import Conflict, NotFound
+from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import StoredFile
 
+log = logging.getLogger("kai.agents")
 AGENT_NOT_FOUND = "Agent not found"
 TOKEN_PREFIX = "kai_agent_"
 
@@ -73,6 +78,11 @@ class Registry:
         self.live = live
         self.relay = relay
         self.broker = broker
+        self.log_quota = LogQuota(
+            window=settings.agent_log_window,
+            max_records=settings.agent_log_records_per_window,
+            max_bytes=settings.agent_log_bytes_per_window,
+        )
         # Log records are published at once and written behind, in batches.
         self.log_writer: BatchWriter[dict[str, Any]] = BatchWriter(
             "agent-logs",
@@ -85,10 +95,23 @@ class Registry:
         async with self.db.session() as session:
             await store.add_logs(session, rows)
 
-    async def record_logs(self, agent_id: str, rows: list[dict[str, Any]]) -> None:
-        """Keep the agent's log records and tell its watchers."""
-        self.log_writer.extend(rows)
-        await self.relay.logs(agent_id, rows)
+    async def record_logs(self, agent_id: str, rows: list[dict[str, Any]]) -> Admitted:
+        """Keep the agent's log records and tell its watchers, as far as its quota goes; the
+        rest are dropped and counted."""
+        admitted = self.log_quota.admit(agent_id, [_log_size(row) for row in rows])
+        if admitted.dropped:
+            COUNTS.agent_logs_dropped += admitted.dropped
+            if admitted.first_drop:
+                log.warning(
+                    "agent %s is over its log quota; its records are dropped for %.1fs",
+                    agent_id,
+                    admitted.retry_after,
+                )
+            rows = rows[: admitted.kept]
+        if rows:
+            self.log_writer.extend(rows)
+            await self.relay.logs(agent_id, rows)
+        return admitted
 
     @property
     def backup_dir(self) -> Path:
@@ -161,8 +184,17 @@ class Registry:
         description: str | None,
         type: str,
         config: dict[str, Any],
+        capped: bool = False,
     ) -> tuple[Agent, str]:
-        """A new agent and its token (shown once; only the hash is kept)."""
+        """A new agent and its token (shown once; only the hash is kept). ``capped``: the owner
+        may own at most ``KAI_MAX_AGENTS_PER_USER`` agents (409 past it)."""
+        most = self.settings.max_agents_per_user
+        if capped and await store.count_owned(session, owner_id) >= most:
+            raise Conflict(
+                f"Agent limit reached: an account may own at most {most} agents;"
+                " delete one first (or ask an admin)",
+                limit=most,
+            )
         token = new_agent_token()
         now = utcnow()
         agent = Agent(
@@ -385,6 +417,13 @@ class Registry:
     async def prune_logs(self, *, older_than: timedelta) -> int:
         async with self.db.session() as session:
             return await store.prune_logs(session, utcnow() - older_than)
+
+
+def _log_size(row: dict[str, Any]) -> int:
+    """What a log record weighs against the quota: its text and its extra fields, in bytes."""
+    extra = row.get("extra")
+    size = len(str(row.get("message") or "").encode()) + len(str(row.get("logger") or ""))
+    return size + (len(orjson.dumps(extra, default=str)) if extra else 0)
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -393,7 +394,17 @@ class AgentConnection:
             }
             for record in batch.records
         ]
-        await self.hub.agents.record_logs(self.agent_id, rows)
+        admitted = await self.hub.agents.record_logs(self.agent_id, rows)
+        if admitted.first_drop:  # told once a window, so that the answer is no flood either
+            quota = self.hub.agents.log_quota
+            await self._error(
+                "Log quota exceeded",
+                dropped=admitted.dropped,
+                retryAfter=math.ceil(admitted.retry_after),
+                maxRecords=quota.max_records,
+                maxBytes=quota.max_bytes,
+                window=quota.window,
+            )
 
     async def _end_streams(self) -> None:
         try:

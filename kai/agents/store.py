@@ -40,6 +40,14 @@ async def visible(session: AsyncSession, *, owner_id: str | None) -> Sequence[Ag
     return (await session.scalars(query)).all()
 
 
+async def count_owned(session: AsyncSession, owner_id: str) -> int:
+    """How many agents ``owner_id`` has; on PostgreSQL the owner's row stays locked until the
+    transaction ends, so that two creations at once cannot both take the last place."""
+    await session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    query = select(func.count()).select_from(Agent).where(Agent.owner_id == owner_id)
+    return await session.scalar(query) or 0
+
+
 async def set_state(session: AsyncSession, agent_id: str, **values: Any) -> None:
     await session.execute(update(Agent).where(Agent.id == agent_id).values(**values))
 

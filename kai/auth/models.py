@@ -98,7 +98,8 @@ class Invite(Base):
 
 
 class AuditEvent(Base):
-    """One decision or authentication event; never updated, never deleted by kai."""
+    """One decision or authentication event (or ``count`` failed attempts of a flood, from the
+    first one's time); never updated, deleted after ``KAI_AUDIT_RETENTION_DAYS``."""
 
     __tablename__ = "audit_events"
     __table_args__ = (
@@ -115,3 +116,4 @@ class AuditEvent(Base):
     granted: Mapped[bool] = mapped_column(Boolean)
     client_ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -177,6 +177,11 @@ class AuditEventOut(Wire):
     granted: bool
     client_ip: str | None
     detail: str | None
+    count: int = Field(
+        default=1,
+        description="Attempts this entry stands for: failed anonymous attempts of one action"
+        " from one address are counted per window, from the first counted one's time",
+    )
 
 
 class AuditPage(Page):

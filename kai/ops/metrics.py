@@ -31,6 +31,8 @@ class Counts:
     events_dropped: int = 0
     database_errors: int = 0
     broker_errors: int = 0
+    agent_logs_dropped: int = 0
+    audit_attempts_counted: int = 0
     commands: Tally[str] = field(default_factory=Tally)  # by outcome
     tasks: Tally[str] = field(default_factory=Tally)  # ended, by status
     peer_requests: Tally[tuple[str, str]] = field(default_factory=Tally)  # (kind, outcome)
@@ -45,6 +47,16 @@ TOTALS = (
     ("kai_events_dropped", "Events dropped for slow clients (closed 4008)", "events_dropped"),
     ("kai_database_errors", "Requests and writes that failed in the database", "database_errors"),
     ("kai_broker_errors", "Operations that failed in the broker (Redis)", "broker_errors"),
+    (
+        "kai_agent_logs_dropped",
+        "Agent log records dropped over the agent's quota",
+        "agent_logs_dropped",
+    ),
+    (
+        "kai_audit_attempts_counted",
+        "Failed anonymous attempts counted into a flood's audit entry instead of a row each",
+        "audit_attempts_counted",
+    ),
 )
 
 

@@ -59,6 +59,8 @@ async def test_the_listing_shows_every_component_and_what_the_hub_serves(
         "lease-reaper",
         "stream-expiry",
         "log-retention",
+        "audit-retention",
+        "audit-floods",
         "hosted-agents",
     }
     assert expected <= set(listed)
