@@ -9,11 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, inspect, select, text
 
 from kai.auth.audit import AuditLog
 from kai.auth.models import AuditEvent
-from kai.db import utcnow
+from kai.db import MIGRATIONS, Database, utcnow
 from kai.hub import Hub
 from tests.helpers import Api, bearer
 
@@ -102,3 +102,50 @@ async def test_entries_past_the_retention_are_pruned_in_batches(hub: Hub) -> Non
     assert await rows(hub, "test:old") == 0
     assert await rows(hub, "test:new") == 5
     assert await hub.audit.prune(older_than=timedelta(days=90), batch=500) == 0
+
+
+def _alembic(url: str, action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["database_url"] = url
+    getattr(command, action)(config, revision)
+
+
+async def _count_column(url: str) -> list[Any]:
+    db = Database(url)
+    try:
+        async with db.session(write=False) as session:
+            columns = await session.run_sync(
+                lambda sync: inspect(sync.connection()).get_columns("audit_events")
+            )
+    finally:
+        await db.dispose()
+    return [c for c in columns if c["name"] == "count"]
+
+
+async def test_migration_0008_adds_the_count_and_takes_it_back(database_url: str) -> None:
+    await asyncio.to_thread(_alembic, database_url, "upgrade", "head")
+    assert len(await _count_column(database_url)) == 1
+    await asyncio.to_thread(_alembic, database_url, "downgrade", "0007")
+    assert await _count_column(database_url) == []
+    await asyncio.to_thread(_alembic, database_url, "upgrade", "head")
+    db = Database(database_url)
+    try:
+        async with db.session() as session:  # rows written without it count one attempt
+            await session.execute(
+                text(
+                    "INSERT INTO audit_events (timestamp, kind, permission, granted)"
+                    " VALUES (:t, 'auth', 'test:migrated', :g)"
+                ),
+                {"t": utcnow(), "g": True},
+            )
+        async with db.session(write=False) as session:
+            count = await session.scalar(
+                select(AuditEvent.count).where(AuditEvent.permission == "test:migrated")
+            )
+    finally:
+        await db.dispose()
+    assert count == 1
