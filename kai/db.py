@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, event
+from sqlalchemy import DateTime, MetaData, String, delete, event, select
 from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator
 
 from kai.config import private_dir, private_file
@@ -247,6 +247,27 @@ async def _finish(session: AsyncSession, *, commit: bool) -> None:
     await session.commit()
     for callback in callbacks:
         callback()
+
+
+async def delete_before(
+    db: Database,
+    key: InstrumentedAttribute[int],
+    at: InstrumentedAttribute[datetime],
+    before: datetime,
+    *,
+    batch: int = 5000,
+) -> int:
+    """Delete the rows whose ``at`` is before ``before``, oldest first, ``batch`` rows per
+    transaction, so that a long backlog never holds the database's write lock for long."""
+    oldest = select(key).where(at < before).order_by(key).limit(batch)
+    removed = 0
+    while True:
+        async with db.session() as session:
+            result = await session.execute(delete(key.class_).where(key.in_(oldest)))
+        done = int(result.rowcount)  # type: ignore[attr-defined]
+        removed += done
+        if done < batch:
+            return removed
 
 
 def migrate(url: str, revision: str = "head") -> None:

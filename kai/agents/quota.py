@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+import orjson
 
 # Windows kept at most; past it, those that ended are forgotten before a new one opens.
 _MAX_WINDOWS: Final = 10_000
@@ -69,3 +71,10 @@ class LogQuota:
         for agent_id, window in list(self._windows.items()):
             if now - window.opened >= self.window:
                 del self._windows[agent_id]
+
+
+def log_size(row: dict[str, Any]) -> int:
+    """What a log record weighs against the quota: its text and its extra fields, in bytes."""
+    extra = row.get("extra")
+    size = len(str(row.get("message") or "").encode()) + len(str(row.get("logger") or ""))
+    return size + (len(orjson.dumps(extra, default=str)) if extra else 0)

@@ -15,19 +15,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents import backup, store
 from kai.agents.live import LiveAgents
 from kai.agents.models import Agent, AgentLog
 from kai.agents.protocol import Close
-from kai.agents.quota import Admitted, LogQuota
+from kai.agents.quota import Admitted, LogQuota, log_size
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
 from kai.batch import BatchWriter
 from kai.config import Settings
-from kai.db import Database, after_commit, utcnow
+from kai.db import Database, after_commit, delete_before, utcnow
 from kai.errors import Conflict, NotFound
 from kai.ops.metrics import COUNTS
 from kai.realtime.broker import Broker
@@ -98,7 +97,7 @@ class Registry:
     async def record_logs(self, agent_id: str, rows: list[dict[str, Any]]) -> Admitted:
         """Keep the agent's log records and tell its watchers, as far as its quota goes; the
         rest are dropped and counted."""
-        admitted = self.log_quota.admit(agent_id, [_log_size(row) for row in rows])
+        admitted = self.log_quota.admit(agent_id, [log_size(row) for row in rows])
         if admitted.dropped:
             COUNTS.agent_logs_dropped += admitted.dropped
             if admitted.first_drop:
@@ -415,15 +414,9 @@ class Registry:
         return expired
 
     async def prune_logs(self, *, older_than: timedelta) -> int:
-        async with self.db.session() as session:
-            return await store.prune_logs(session, utcnow() - older_than)
-
-
-def _log_size(row: dict[str, Any]) -> int:
-    """What a log record weighs against the quota: its text and its extra fields, in bytes."""
-    extra = row.get("extra")
-    size = len(str(row.get("message") or "").encode()) + len(str(row.get("logger") or ""))
-    return size + (len(orjson.dumps(extra, default=str)) if extra else 0)
+        """Delete the log records older than ``older_than``, in batches."""
+        before = utcnow() - older_than
+        return await delete_before(self.db, AgentLog.id, AgentLog.timestamp, before)
 
 
 def _unlink_all(paths: list[Path]) -> None:

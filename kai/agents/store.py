@@ -124,11 +124,6 @@ async def all_logs(session: AsyncSession, agent_id: str) -> Sequence[AgentLog]:
     return (await session.scalars(query)).all()
 
 
-async def prune_logs(session: AsyncSession, before: datetime) -> int:
-    result = await session.execute(delete(AgentLog).where(AgentLog.timestamp < before))
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 async def remove(session: AsyncSession, agent_id: str) -> None:
     await session.execute(delete(AgentLog).where(AgentLog.agent_id == agent_id))
     await session.execute(delete(Agent).where(Agent.id == agent_id))

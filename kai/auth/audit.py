@@ -15,10 +15,9 @@ from typing import Final
 
 from sqlalchemy import insert
 
-from kai.auth import store
 from kai.auth.models import AuditEvent
 from kai.batch import BatchWriter
-from kai.db import Database, utcnow
+from kai.db import Database, delete_before, utcnow
 from kai.ops.metrics import COUNTS
 
 log = logging.getLogger("kai.audit")
@@ -165,13 +164,9 @@ class AuditLog:
         """Delete the entries older than ``older_than``, ``batch`` rows per transaction, so
         that a long backlog never holds the database's write lock for long."""
         before = utcnow() - older_than
-        removed = 0
-        while True:
-            async with self._db.session() as session:
-                done = await store.prune_audit(session, before, limit=batch)
-            removed += done
-            if done < batch:
-                return removed
+        return await delete_before(
+            self._db, AuditEvent.id, AuditEvent.timestamp, before, batch=batch
+        )
 
     async def _write(self, batch: list[Entry]) -> None:
         rows = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.auth.models import AuditEvent, Invite, MagicLink, RefreshToken, Session, User
@@ -237,15 +237,3 @@ async def audit_events(
         .offset(offset)
     )
     return rows.all(), total
-
-
-async def prune_audit(session: AsyncSession, before: datetime, *, limit: int) -> int:
-    """Delete up to ``limit`` of the oldest audit entries from before ``before``."""
-    oldest = (
-        select(AuditEvent.id)
-        .where(AuditEvent.timestamp < before)
-        .order_by(AuditEvent.id)
-        .limit(limit)
-    )
-    result = await session.execute(delete(AuditEvent).where(AuditEvent.id.in_(oldest)))
-    return int(result.rowcount)  # type: ignore[attr-defined]

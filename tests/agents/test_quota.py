@@ -4,12 +4,19 @@ and the number of agents one account may own."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
+import httpx
+from sqlalchemy import insert
+
+from kai.agents.models import AgentLog
 from kai.agents.quota import LogQuota
+from kai.db import utcnow
+from kai.hub import Hub
 from kai.ops.metrics import COUNTS
 from tests.agents.conftest import ServerStarter
 from tests.agents.support import People, agent_socket
-from tests.helpers import assert_problem
+from tests.helpers import Api, assert_problem, bearer
 
 
 class Clock:
@@ -99,3 +106,29 @@ async def test_an_account_owns_at_most_its_cap_of_agents_admins_any(
         await ann.create_agent("a3")
         for i in range(5):
             await admin.create_agent(f"admin{i}")
+
+
+async def test_log_records_past_the_retention_are_pruned_in_batches(
+    client: httpx.AsyncClient, api: Api, hub: Hub
+) -> None:
+    admin = bearer(await api.admin_token())
+    created = await client.post("/api/agents", json={"agentData": {"name": "old"}}, headers=admin)
+    agent_id = created.json()["agentId"]
+    now = utcnow()
+    rows = [
+        {
+            "agent_id": agent_id,
+            "timestamp": now - timedelta(days=8 if n < 12_000 else 1, seconds=n),
+            "level_no": 20,
+            "level": "INFO",
+            "message": f"m{n}",
+            "source": "agent",
+            "received_at": now,
+        }
+        for n in range(12_010)
+    ]
+    async with hub.db.session() as session:
+        await session.execute(insert(AgentLog), rows)
+    assert await hub.agents.prune_logs(older_than=timedelta(days=7)) == 12_000
+    page = await client.get(f"/api/agents/{agent_id}/logs", params={"limit": 100}, headers=admin)
+    assert page.json()["total"] == 10
