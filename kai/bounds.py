@@ -23,9 +23,12 @@ _MIN_JSON_INT: Final = -(2**63)
 _MAX_JSON_INT: Final = 2**64 - 1
 
 
-def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+def json_problem(
+    value: Any, *, max_depth: int = MAX_JSON_DEPTH, numbers: bool = True
+) -> str | None:
     """Why ``value`` (parsed JSON) cannot be taken, or None: nesting deeper than ``max_depth``,
-    an integer wider than 64 bits, or a number that is not finite."""
+    or (unless ``numbers`` is false, for values whose own schema bounds them) an integer wider
+    than 64 bits or a number that is not finite."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -34,7 +37,7 @@ def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
                 return f"JSON is nested deeper than {max_depth} levels"
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, bool):
+        elif isinstance(item, bool) or not numbers:
             continue
         elif isinstance(item, int):
             if not _MIN_JSON_INT <= item <= _MAX_JSON_INT:
@@ -52,8 +55,20 @@ def within_bounds(value: Any) -> Any:
     return value
 
 
+def nesting_within_bounds(value: Any) -> Any:
+    """``value``, or a ValueError when it nests too deeply (its numbers checked elsewhere)."""
+    problem = json_problem(value, numbers=False)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 FreeJson = Annotated[dict[str, Any], AfterValidator(within_bounds)]
 """A free-form JSON object from a client, within the bounds of ``json_problem``."""
 
 AnyJson = Annotated[Any, AfterValidator(within_bounds)]
 """Any free-form JSON value from a client, within the bounds of ``json_problem``."""
+
+TypedJson = Annotated[dict[str, Any], AfterValidator(nesting_within_bounds)]
+"""A JSON object whose values a schema of their own checks (runtime settings, by name): only
+its nesting is bounded here, so that a bad number is named by the field that holds it."""

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kai.auth.deps import ClientDep, HubDep, Require, authorize
 from kai.auth.service import Principal
-from kai.bounds import FreeJson
+from kai.bounds import TypedJson
 from kai.db import utcnow
 from kai.openapi import errors
 from kai.schemas import Body, Wire
@@ -40,7 +40,7 @@ class ConfigOut(Wire):
 
 
 class ConfigUpdate(Body):
-    settings: FreeJson = Field(
+    settings: TypedJson = Field(
         description="The settings to change, by name; null takes a runtime change back",
         examples=[{"commandTimeout": 10, "wsRateLimit": 120}],
     )
