@@ -148,7 +148,12 @@ async def test_a_watcher_that_keeps_reading_gets_a_burst_bigger_than_its_queue(
 
 
 async def test_a_watcher_that_stops_reading_is_dropped_and_memory_stays_flat(hubs: Hubs) -> None:
-    server = await hubs.start(ws_send_queue=100)
+    # This agent floods on purpose: its log quota must not be what holds it back.
+    server = await hubs.start(
+        ws_send_queue=100,
+        agent_log_records_per_window=10**7,
+        agent_log_bytes_per_window=1024**3,
+    )
     ann = await People(server).join("ann@example.com")
     created = await ann.create_agent()
     agent_id = created.agent_id
