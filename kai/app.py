@@ -38,7 +38,7 @@ from kai.db import Database, migrate, new_id
 from kai.errors import KaiError, problem
 from kai.hub import Hub
 from kai.loops import Loops
-from kai.middleware import RequestGuard
+from kai.middleware import RequestGuard, StreamedRoute, streamed_routes
 from kai.openapi import problem_schema
 from kai.ops import apidocs_routes, config_routes, service_routes
 from kai.ops import routes as ops_routes
@@ -287,10 +287,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = Metrics()
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
+    streamed: list[StreamedRoute] = []  # filled below, once every router is in
     app.add_middleware(
         RequestGuard,
         max_body=settings.max_body_bytes,
-        streamed_paths=("/upload",),
+        streamed_routes=streamed,
         streamed_max_body=lambda: settings.upload_max_bytes + UPLOAD_OVERHEAD,
     )
     _install_error_handlers(app)
@@ -313,6 +314,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(team_socket.router)
     app.include_router(console_routes.router)
     app.mount("/console", console_routes.console_files(), name="console")
+    streamed.extend(streamed_routes(app.routes))
     return app
 
 

@@ -93,10 +93,16 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"kai: {exc}", err=True)
         raise typer.Exit(2) from None
+    from kai.server import protocols
+
+    http, ws = protocols(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=http,
+        ws=ws,
+        timeout_keep_alive=settings.http_keepalive_timeout,
         proxy_headers=False,  # kai reads X-Forwarded-For itself, from trusted proxies only
         ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval,

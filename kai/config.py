@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         default=10, ge=1, le=10_000, description="Attempts per window and key"
     )
     auth_rate_window: int = Field(default=60, ge=1, le=DAY, description="Throttle window, s")
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     # Argon2id cost; the defaults are the OWASP-recommended profile. Tests lower them.
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -217,6 +217,32 @@ class Settings(BaseSettings):
     )
     max_agents_per_user: int = Field(
         default=100, ge=1, le=10**6, description="Agents one account may own (admins: any)"
+    )
+
+    # -- Limits before authentication (kai/server.py, docs/security.md) ---------------------
+    http_max_head_bytes: int = Field(
+        default=64 * 1024, ge=4096, le=1024 * 1024, description="Largest request head (431)"
+    )
+    http_head_timeout: float = Field(
+        default=10.0, ge=0.5, le=300, description="Time to send a request head (408), s"
+    )
+    http_keepalive_timeout: int = Field(
+        default=5, ge=1, le=300, description="Idle time between requests on a connection, s"
+    )
+    max_connections: int = Field(
+        default=10_000, ge=10, le=1_000_000, description="Open connections on one node (503)"
+    )
+    max_connections_per_address: int = Field(
+        default=512, ge=1, le=1_000_000, description="Open connections per client address (429)"
+    )
+    ws_unauthenticated_per_address: int = Field(
+        default=128, ge=1, le=1_000_000, description="WebSockets not yet authenticated, per address"
+    )
+    ws_first_message_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024 * 1024, description="Largest message before auth"
+    )
+    ws_auth_timeout: float = Field(
+        default=10.0, ge=0.5, le=300, description="Time a WebSocket has to authenticate, s"
     )
 
     hosted_agents: list[HostedAgent] = Field(default_factory=list)

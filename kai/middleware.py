@@ -6,12 +6,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 import structlog
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kai.errors import problem
@@ -22,6 +24,24 @@ access = logging.getLogger("kai.access")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+STREAMED_BODY = "x-kai-streamed-body"
+"""Set in a route's ``openapi_extra``: it reads its own body as a stream, of any type."""
+
+StreamedRoute = tuple[re.Pattern[str], frozenset[str]]
+
+
+def streamed_routes(routes: Iterable[BaseRoute]) -> list[StreamedRoute]:
+    """The path patterns and methods of the routes that declare ``STREAMED_BODY``, through
+    included routers too (kai includes its routers without a prefix)."""
+    found: list[StreamedRoute] = []
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's included routers
+        if included is not None:
+            found += streamed_routes(included.routes)
+        elif isinstance(route, APIRoute) and (route.openapi_extra or {}).get(STREAMED_BODY):
+            found.append((route.path_regex, frozenset(route.methods or ())))
+    return found
 
 
 class BodyTooLarge(HTTPException):
@@ -86,14 +106,22 @@ class RequestGuard:
         app: ASGIApp,
         *,
         max_body: int,
-        streamed_paths: tuple[str, ...] = (),
+        streamed_routes: Sequence[StreamedRoute] = (),
         streamed_max_body: Callable[[], int] = lambda: 0,
     ) -> None:
         self.app = app
         self.max_body = max_body
-        # Routes that read their body as a stream (uploads): any content type, a cap of their own
-        self.streamed_paths = streamed_paths
+        # The routes declared to read their body as a stream (uploads, ``streamed_body``): any
+        # content type, a cap of their own. Only those: a path that merely looks like one is
+        # held to the JSON rules.
+        self.streamed_routes = streamed_routes
         self.streamed_max_body = streamed_max_body
+
+    def _streamed(self, scope: Scope) -> bool:
+        method, path = scope["method"], scope["path"]
+        return method in _BODY_METHODS and any(
+            method in methods and pattern.match(path) for pattern, methods in self.streamed_routes
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +130,7 @@ class RequestGuard:
         given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
         exchange = _Exchange(send, given if _SAFE_ID.match(given) else uuid.uuid4().hex)
         scope.setdefault("state", {})["request_id"] = exchange.request_id
-        streamed = bool(self.streamed_paths) and scope["path"].endswith(self.streamed_paths)
+        streamed = self._streamed(scope)
         cap = self.streamed_max_body() if streamed else self.max_body
         refusal = self._refuse(scope, cap, streamed=streamed)
         if refusal is not None:

@@ -37,6 +37,7 @@ from kai.agents.protocol import (
 from kai.auth.tokens import digest
 from kai.db import new_id, utcnow
 from kai.hub import Hub, hub_of
+from kai.server import mark_authenticated
 
 log = logging.getLogger("kai.agents.socket")
 router = APIRouter()
@@ -95,6 +96,7 @@ async def agent_socket(websocket: WebSocket) -> None:
         resource=f"agent:{agent.id}",
         client_ip=client_ip,
     )
+    mark_authenticated(websocket.scope)
     await AgentConnection(hub, websocket, agent).run()
 
 

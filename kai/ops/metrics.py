@@ -36,6 +36,7 @@ class Counts:
     commands: Tally[str] = field(default_factory=Tally)  # by outcome
     tasks: Tally[str] = field(default_factory=Tally)  # ended, by status
     peer_requests: Tally[tuple[str, str]] = field(default_factory=Tally)  # (kind, outcome)
+    connections_refused: Tally[str] = field(default_factory=Tally)  # by reason (kai/server.py)
 
 
 COUNTS = Counts()
@@ -96,6 +97,14 @@ class KaiCollector(Collector):
         for (kind, outcome), value in sorted(counts.peer_requests.items()):
             peers.add_metric([kind, outcome], value)
         yield peers
+        refused = CounterMetricFamily(
+            "kai_connections_refused",
+            "Connections the server refused or closed before the app saw them, by reason",
+            labels=["reason"],
+        )
+        for reason, value in sorted(counts.connections_refused.items()):
+            refused.add_metric([reason], value)
+        yield refused
         sockets = GaugeMetricFamily(
             "kai_websocket_connections", "Open WebSockets on this node", labels=["kind"]
         )

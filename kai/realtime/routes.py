@@ -19,6 +19,7 @@ from kai.errors import KaiError
 from kai.hub import Hub, hub_of
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.handlers import BadMessage, Handlers
+from kai.server import mark_authenticated
 
 log = logging.getLogger("kai.realtime")
 router = APIRouter()
@@ -75,6 +76,7 @@ async def admit(hub: Hub, websocket: WebSocket, *, log: str, path: str) -> Princ
         hub.audit.auth("ws_connect", ok=False, client_ip=client_ip, resource=log)
         await websocket.close(CloseCode.POLICY, "Authentication failed")
         return None
+    mark_authenticated(websocket.scope)
     granted = rbac.allowed(principal.role, "agents:read")
     hub.audit.permission(
         "agents:read",

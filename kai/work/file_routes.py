@@ -16,6 +16,7 @@ from kai.auth.deps import DbSession, HubDep, Require, authorize, client_ip, curr
 from kai.auth.service import Principal
 from kai.auth.tokens import digest
 from kai.errors import NotFound, Unauthorized
+from kai.middleware import STREAMED_BODY
 from kai.openapi import errors
 from kai.params import Offset
 from kai.schemas import page_fields
@@ -66,7 +67,7 @@ def file_out(stored: StoredFile) -> dict[str, Any]:
 @router.post(
     "/api/agents/{agentId}/upload",
     status_code=status.HTTP_201_CREATED,
-    openapi_extra={"requestBody": UPLOAD_BODY},
+    openapi_extra={"requestBody": UPLOAD_BODY, STREAMED_BODY: True},
     responses=errors(401, 403, 404, 413, 415, 422),
 )
 async def upload(agentId: str, request: Request, principal: Uploader, hub: HubDep) -> FileUploaded:
