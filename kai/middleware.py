@@ -191,7 +191,9 @@ class RequestGuard:
         length = _header(scope, b"content-length")
         if length is not None:
             try:
-                if int(length) > cap:
+                # Only a method that carries a body is refused for its size: no route reads
+                # the body of a GET, and the server throws it away unread.
+                if int(length) > cap and scope["method"] in _BODY_METHODS:
                     return 413, _too_large(cap)
             except ValueError:
                 return 400, "Invalid Content-Length header"
