@@ -324,7 +324,7 @@ async def test_openapi_documents_every_route(running: Running) -> None:
 
 
 async def test_docs_page(client: httpx.AsyncClient) -> None:
-    """Swagger UI from this origin only, under a CSP without inline script; no /redoc."""
+    """Swagger UI from this origin only, under a CSP without inline script; /redoc leads there."""
     response = await client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -345,7 +345,8 @@ async def test_docs_page(client: httpx.AsyncClient) -> None:
     assert "'/openapi.json'" in start.text
     assert (await client.get("/docs/assets/index.html")).status_code == 404
     assert (await client.get("/docs/assets/..%2F..%2Fapp.py")).status_code == 404
-    assert (await client.get("/redoc")).status_code == 404
+    moved = await client.get("/redoc")
+    assert (moved.status_code, moved.headers["location"]) == (308, "/docs")
 
 
 def test_every_runtime_setting_has_both_bounds_and_the_environment_is_held_to_them(

@@ -2,8 +2,9 @@
 
 The page, its start script and Swagger UI's files (the ``swagger-ui-bundle-v2`` package) all
 come from this origin, under the console's Content-Security-Policy, which allows nothing
-else: no CDN, no inline script or style, and it works offline. ReDoc is not served: no
-package on PyPI ships its standalone bundle without a web framework (Django) as a dependency.
+else: no CDN, no inline script or style, and it works offline. ReDoc is not served (no
+package on PyPI ships its standalone bundle without a web framework, Django, as a dependency):
+``/redoc`` sends its visitors to ``/docs``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from fastapi import APIRouter
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 
 from kai.console.routes import HEADERS  # the console's strict CSP fits Swagger UI too
 from kai.errors import NotFound
@@ -40,6 +41,12 @@ def _file(path: Path, media_type: str) -> Response:
 async def swagger_page() -> Response:
     """The schema, browsable."""
     return _file(HERE / "index.html", "text/html; charset=utf-8")
+
+
+@router.api_route("/redoc", methods=["GET", "HEAD"])
+async def redoc() -> Response:
+    """ReDoc's old address: the same schema, in Swagger UI."""
+    return RedirectResponse("/docs", status_code=308)
 
 
 @router.api_route("/docs/assets/{name}", methods=["GET", "HEAD"])
