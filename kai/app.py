@@ -37,15 +37,16 @@ from kai.console import routes as console_routes
 from kai.db import Database, migrate, new_id
 from kai.errors import KaiError, problem
 from kai.hub import Hub
-from kai.loops import Loops
+from kai.kit.counters import COUNTS
+from kai.kit.loops import Loops
+from kai.kit.openapi import problem_schema
+from kai.kit.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.middleware import RequestGuard, StreamedRoute, streamed_routes
-from kai.openapi import problem_schema
 from kai.ops import apidocs_routes, config_routes, service_routes
 from kai.ops import routes as ops_routes
-from kai.ops.metrics import COUNTS, HttpMetrics, Metrics
+from kai.ops.metrics import HttpMetrics, Metrics
 from kai.ops.runtime import RuntimeConfig
 from kai.ops.services import build_services
-from kai.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.realtime import routes as realtime_routes
 from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients

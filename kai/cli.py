@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from kai import logs
 from kai.auth import store
 from kai.auth.rbac import Role
 from kai.config import ConfigError, Settings
 from kai.errors import KaiError
-from kai.logs import LogFormat
+from kai.kit import logs
+from kai.kit.logs import LogFormat
 
 if TYPE_CHECKING:
     from kai.hub import Hub

@@ -14,8 +14,8 @@ from kai.auth.mail import Outbox
 from kai.auth.service import Identity
 from kai.config import Settings
 from kai.db import Database, new_id
+from kai.kit.ratelimit import Limiter
 from kai.ops.runtime import RuntimeConfig
-from kai.ratelimit import Limiter
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers

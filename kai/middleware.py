@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kai.errors import problem
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 
 log = logging.getLogger("kai.http")
 access = logging.getLogger("kai.access")

@@ -32,7 +32,7 @@ import httpx
 import orjson
 
 from kai import __version__
-from kai.logs import Redactor
+from kai.kit.logs import Redactor
 from kai.sdk import Agent
 
 log = logging.getLogger("kai.openai_agent")

@@ -36,7 +36,7 @@ from websockets.http11 import Request
 
 from kai.config import Settings
 from kai.errors import problem
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 
 AUTHENTICATED = "kai.authenticated"
 """The scope extension a WebSocket route calls once the peer has proved who it is."""

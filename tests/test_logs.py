@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kai import logs
+from kai.kit import logs
 from tests.conftest import Running
 
 

@@ -26,11 +26,11 @@ from kai.agents.service import Viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
-from kai.bounds import MAX_INT
 from kai.db import utcnow
-from kai.openapi import errors
-from kai.params import Offset
-from kai.schemas import UtcDatetime, page_fields
+from kai.kit.bounds import MAX_INT
+from kai.kit.openapi import errors
+from kai.kit.params import Offset
+from kai.kit.schemas import UtcDatetime, page_fields
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 

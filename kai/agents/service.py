@@ -24,11 +24,11 @@ from kai.agents.protocol import Close
 from kai.agents.quota import Admitted, LogQuota, log_size
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
-from kai.batch import BatchWriter
 from kai.config import Settings
 from kai.db import Database, after_commit, delete_before, utcnow
 from kai.errors import Conflict, NotFound
-from kai.ops.metrics import COUNTS
+from kai.kit.batch import BatchWriter
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import StoredFile

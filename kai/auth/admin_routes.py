@@ -24,9 +24,9 @@ from kai.auth.schemas import (
 )
 from kai.auth.service import Client, Principal
 from kai.hub import Hub
-from kai.openapi import errors
-from kai.params import Offset
-from kai.schemas import UtcDatetime, page_fields
+from kai.kit.openapi import errors
+from kai.kit.params import Offset
+from kai.kit.schemas import UtcDatetime, page_fields
 
 router = APIRouter(tags=["admin"])
 

@@ -16,9 +16,9 @@ from typing import Final
 from sqlalchemy import insert
 
 from kai.auth.models import AuditEvent
-from kai.batch import BatchWriter
 from kai.db import Database, delete_before, utcnow
-from kai.ops.metrics import COUNTS
+from kai.kit.batch import BatchWriter
+from kai.kit.counters import COUNTS
 
 log = logging.getLogger("kai.audit")
 

@@ -30,7 +30,7 @@ from kai.auth.schemas import (
     VerifyMagicResponse,
 )
 from kai.auth.service import Issued
-from kai.openapi import errors
+from kai.kit.openapi import errors
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

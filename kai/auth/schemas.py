@@ -9,7 +9,7 @@ from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstrai
 
 from kai.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from kai.auth.rbac import Role
-from kai.schemas import Body, Page, Wire
+from kai.kit.schemas import Body, Page, Wire
 
 Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH)]
 AnyPassword = Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]

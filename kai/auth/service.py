@@ -31,7 +31,7 @@ from kai.errors import (
     Unauthorized,
     Unprocessable,
 )
-from kai.ratelimit import Limiter
+from kai.kit.ratelimit import Limiter
 
 LOGIN_FAILED = "Authentication failed"
 SESSION_INVALID = "Invalid or expired session"

@@ -10,10 +10,10 @@ from pydantic import Field
 
 from kai.auth.deps import ClientDep, HubDep, Require, authorize
 from kai.auth.service import Principal
-from kai.bounds import TypedJson
 from kai.db import utcnow
-from kai.openapi import errors
-from kai.schemas import Body, Wire
+from kai.kit.bounds import TypedJson
+from kai.kit.openapi import errors
+from kai.kit.schemas import Body, Wire
 
 router = APIRouter(prefix="/api/config", tags=["ops"])
 

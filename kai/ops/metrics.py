@@ -10,7 +10,6 @@ tasks by status) are read once per scrape.
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -19,27 +18,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kai.kit.counters import COUNTS
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-
-@dataclass
-class Counts:
-    """What this process counted since it started."""
-
-    events_published: int = 0
-    events_delivered: int = 0
-    events_dropped: int = 0
-    database_errors: int = 0
-    broker_errors: int = 0
-    agent_logs_dropped: int = 0
-    audit_attempts_counted: int = 0
-    commands: Tally[str] = field(default_factory=Tally)  # by outcome
-    tasks: Tally[str] = field(default_factory=Tally)  # ended, by status
-    peer_requests: Tally[tuple[str, str]] = field(default_factory=Tally)  # (kind, outcome)
-    connections_refused: Tally[str] = field(default_factory=Tally)  # by reason (kai/server.py)
-
-
-COUNTS = Counts()
 
 # The plain totals: metric name, help, and the attribute of ``Counts`` it reads.
 TOTALS = (

@@ -14,9 +14,10 @@ from kai import __version__
 from kai.agents.models import Agent
 from kai.auth.deps import HubDep
 from kai.errors import ServiceUnavailable
-from kai.openapi import errors
-from kai.ops.metrics import COUNTS, Metrics
-from kai.schemas import Wire
+from kai.kit.counters import COUNTS
+from kai.kit.openapi import errors
+from kai.kit.schemas import Wire
+from kai.ops.metrics import Metrics
 from kai.work.models import Task
 
 router = APIRouter(tags=["ops"])

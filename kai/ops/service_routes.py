@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 
 from kai.auth.deps import HubDep, Require
 from kai.auth.service import Principal
-from kai.openapi import errors
+from kai.kit.openapi import errors
+from kai.kit.schemas import Wire
 from kai.ops.services import Services
-from kai.schemas import Wire
 
 router = APIRouter(prefix="/api/services", tags=["ops"])
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kai.agents.hosted import Supervisor
-from kai.batch import BatchWriter
 from kai.errors import Conflict, NotFound
 from kai.hub import Hub
-from kai.loops import Loops
-from kai.ops.metrics import COUNTS
+from kai.kit.batch import BatchWriter
+from kai.kit.counters import COUNTS
+from kai.kit.loops import Loops
 
 Action = Literal["restart", "stop"]
 CHECK_TIMEOUT = 2.0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from kai.realtime.events import Event, new_epoch, stamp
 
 Listener = Callable[[Event], None]

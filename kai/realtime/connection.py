@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event, dumps, subject
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kai.bounds import MAX_SEQ
 from kai.db import utcnow
+from kai.kit.bounds import MAX_SEQ
 from kai.realtime.connection import ClientConnection
 
 Handler = Callable[[ClientConnection, dict[str, Any]], Awaitable[None]]

@@ -20,7 +20,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from kai.db import utcnow
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import YIELD_EVERY, Handler, Listener, Replay, Window
 from kai.realtime.events import Event, dumps, new_epoch, subject
 

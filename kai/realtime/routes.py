@@ -14,9 +14,9 @@ from kai.agents.service import Viewer
 from kai.auth import rbac
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
-from kai.bounds import MAX_SEQ, json_problem
 from kai.errors import KaiError
 from kai.hub import Hub, hub_of
+from kai.kit.bounds import MAX_SEQ, json_problem
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.handlers import BadMessage, Handlers
 from kai.server import mark_authenticated

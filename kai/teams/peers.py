@@ -40,7 +40,7 @@ from kai.auth.models import User
 from kai.config import Settings
 from kai.db import Database
 from kai.errors import BadRequest, KaiError, NotFound
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import dumps, team_log

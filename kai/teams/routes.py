@@ -12,7 +12,7 @@ from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
 from kai.db import after_commit
 from kai.hub import Hub
-from kai.openapi import errors
+from kai.kit.openapi import errors
 from kai.realtime.connection import CloseCode
 from kai.realtime.events import team_log
 from kai.teams.models import Grant, Team

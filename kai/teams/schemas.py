@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kai.agents.schemas import Description, Name
-from kai.schemas import Body, Wire
+from kai.kit.schemas import Body, Wire
 
 Action = Literal["command", "task", "stream", "watch"]
 AgentIds = Annotated[

@@ -19,10 +19,10 @@ from kai.agents.live import LiveAgents
 from kai.agents.protocol import CommandResult
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer, effective_status
-from kai.batch import BatchWriter
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, GatewayTimeout
-from kai.ops.metrics import COUNTS
+from kai.kit.batch import BatchWriter
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.work.models import Command
 

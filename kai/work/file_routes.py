@@ -16,10 +16,10 @@ from kai.auth.deps import DbSession, HubDep, Require, authorize, client_ip, curr
 from kai.auth.service import Principal
 from kai.auth.tokens import digest
 from kai.errors import NotFound, Unauthorized
+from kai.kit.openapi import errors
+from kai.kit.params import Offset
+from kai.kit.schemas import page_fields
 from kai.middleware import STREAMED_BODY
-from kai.openapi import errors
-from kai.params import Offset
-from kai.schemas import page_fields
 from kai.work.files import FILE_NOT_FOUND, Upload, content_disposition
 from kai.work.models import StoredFile
 from kai.work.schemas import FileDeleted, FileList, FileOut, FileUploaded

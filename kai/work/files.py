@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
 from kai.auth.models import User
-from kai.bounds import json_problem
 from kai.config import Settings
 from kai.db import Database, after_commit, new_id, utcnow
 from kai.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from kai.kit.bounds import json_problem
 from kai.work.models import StoredFile
 
 if TYPE_CHECKING:

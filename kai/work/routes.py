@@ -11,9 +11,9 @@ from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
 from kai.hub import Hub
-from kai.openapi import errors
-from kai.params import Offset
-from kai.schemas import page_fields
+from kai.kit.openapi import errors
+from kai.kit.params import Offset
+from kai.kit.schemas import page_fields
 from kai.work.models import PRIORITY_NAMES, Task
 from kai.work.schemas import (
     CommandRequest,

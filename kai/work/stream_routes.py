@@ -10,8 +10,8 @@ from fastapi.responses import StreamingResponse
 from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, HubDep, Require
 from kai.auth.service import Principal
-from kai.bounds import MAX_INT
-from kai.openapi import errors
+from kai.kit.bounds import MAX_INT
+from kai.kit.openapi import errors
 from kai.work.schemas import StreamCancelled, StreamInfo, StreamOpened, StreamRequest
 
 router = APIRouter(tags=["work"])

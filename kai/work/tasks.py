@@ -32,7 +32,7 @@ from kai.agents.service import Registry, Viewer
 from kai.config import Settings
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, NotFound
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
 

@@ -13,7 +13,7 @@ from kai.agents.models import AgentLog
 from kai.agents.quota import LogQuota
 from kai.db import utcnow
 from kai.hub import Hub
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 from tests.agents.conftest import ServerStarter
 from tests.agents.support import People, agent_socket
 from tests.helpers import Api, assert_problem, bearer

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from kai.ratelimit import MemoryLimiter, RedisLimiter, Verdict
+from kai.kit.ratelimit import MemoryLimiter, RedisLimiter, Verdict
 from tests.realtime.support import eventually
 
 CAPACITY = 5

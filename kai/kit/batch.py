@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from kai.ops.metrics import COUNTS
+from kai.kit.counters import COUNTS
 
 log = logging.getLogger("kai.batch")
 
