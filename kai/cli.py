@@ -19,7 +19,7 @@ from kai.kit import logs
 from kai.kit.logs import LogFormat
 
 if TYPE_CHECKING:
-    from kai.hub import Hub
+    from kai.container import Container as Hub
 
 T = TypeVar("T")
 
@@ -175,7 +175,7 @@ async def _schema_revision(url: str) -> str | None:
 
 
 def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
-    from kai.app import build_hub, close_hub
+    from kai import container
 
     settings = _settings()
     # A new database is set up; one behind this kai is left for `kai migrate` to upgrade, so
@@ -190,11 +190,11 @@ def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
         raise typer.Exit(1)
 
     async def run() -> T:
-        hub = await build_hub(settings, run_migrations=current is None)
+        hub = await container.build(settings, run_migrations=current is None)
         try:
             return await work(hub)
         finally:
-            await close_hub(hub)
+            await container.stop(hub)
 
     try:
         return asyncio.run(run())

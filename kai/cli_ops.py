@@ -26,9 +26,9 @@ from kai.agents.protocol import LEVELS
 from kai.agents.service import effective_status
 from kai.auth.models import User
 from kai.cli import _with_hub, agents_cli, app, users
+from kai.container import Container as Hub
 from kai.db import utcnow
 from kai.errors import NotFound
-from kai.hub import Hub
 from kai.work.models import PRIORITY_NAMES, TASK_FINAL, Task
 
 console = Console()

@@ -22,8 +22,8 @@ from fastapi import FastAPI
 
 from kai.app import create_app
 from kai.config import Settings
+from kai.container import Container as Hub
 from kai.db import Base, migrate
-from kai.hub import Hub
 from kai.models import load_all
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, Api
 from tests.services import (

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from kai.app import create_app
 from kai.auth.models import AuditEvent
 from kai.config import Settings
+from kai.container import Container as Hub
 from kai.db import Database
-from kai.hub import Hub
 from tests.conftest import Mailbox, Serve
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, assert_problem, bearer
 

@@ -20,8 +20,8 @@ from sqlalchemy import delete
 from kai.auth import store
 from kai.auth.bootstrap import ensure_first_admin
 from kai.auth.models import User
+from kai.container import Container as Hub
 from kai.db import Database
-from kai.hub import Hub
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,7 +272,7 @@ async def test_users_create_on_postgresql(pg_database: str, tmp_path: Path) -> N
 
 async def test_no_banner_once_users_exist(hub: Hub, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert await ensure_first_admin(hub) is None
+    assert await ensure_first_admin(hub.settings, hub.db, hub.identity) is None
     assert capsys.readouterr().err == ""
 
 

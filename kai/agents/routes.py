@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
+from kai.agents.deps import RegistryDep
 from kai.agents.protocol import LEVELS
 from kai.agents.schemas import (
     AgentOut,
@@ -23,7 +24,7 @@ from kai.agents.schemas import (
     UpdateAgentResponse,
 )
 from kai.agents.service import Viewer
-from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth.deps import DbSession, Require
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
 from kai.db import utcnow
@@ -47,22 +48,22 @@ def viewer(principal: Principal) -> Viewer:
 
 
 @router.get("", responses=errors(401, 403))
-async def list_agents(principal: Reader, hub: HubDep, session: DbSession) -> AgentsList:
+async def list_agents(principal: Reader, registry: RegistryDep, session: DbSession) -> AgentsList:
     """Your agents (every agent, for an admin), each with its live status, health and metrics."""
     now = utcnow()
-    agents = await hub.agents.list_visible(session, viewer(principal))
-    views = [AgentOut.model_validate(hub.agents.view(a, now)) for a in agents]
+    agents = await registry.list_visible(session, viewer(principal))
+    views = [AgentOut.model_validate(registry.view(a, now)) for a in agents]
     return AgentsList(agents=views, total=len(views), timestamp=now)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=errors(401, 403, 409, 422))
 async def create_agent(
-    body: CreateAgentRequest, principal: Creator, hub: HubDep, session: DbSession
+    body: CreateAgentRequest, principal: Creator, registry: RegistryDep, session: DbSession
 ) -> CreateAgentResponse:
     """Register an agent; the answer holds its token, shown this once. An account owns at most
     ``KAI_MAX_AGENTS_PER_USER`` agents (409 past it); admins are not limited."""
     data = body.agent_data
-    agent, token = await hub.agents.create(
+    agent, token = await registry.create(
         session,
         owner_id=principal.user_id,
         capped=principal.role != Role.ADMIN,
@@ -71,7 +72,7 @@ async def create_agent(
         type=data.type,
         config=data.config,
     )
-    view = AgentOut.model_validate(hub.agents.view(agent))
+    view = AgentOut.model_validate(registry.view(agent))
     return CreateAgentResponse(agent=view, agent_id=agent.id, status=view.status, agent_token=token)
 
 
@@ -79,12 +80,12 @@ async def create_agent(
 async def get_agent(
     agentId: str,
     principal: Reader,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
 ) -> AgentOut:
     """One agent, enriched with its live state."""
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
-    return AgentOut.model_validate(hub.agents.view(agent))
+    agent = await registry.visible(session, viewer(principal), agentId)
+    return AgentOut.model_validate(registry.view(agent))
 
 
 @router.put("/{agentId}", responses=errors(401, 403, 404, 422))
@@ -92,17 +93,17 @@ async def update_agent(
     agentId: str,
     body: UpdateAgentRequest,
     principal: Updater,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
 ) -> UpdateAgentResponse:
     """Change an agent's name, description, type or config."""
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
+    agent = await registry.visible(session, viewer(principal), agentId)
     changes = body.updates.model_dump(exclude_unset=True)
     for key in ("name", "type", "config"):
         if key in changes and changes[key] is None:
             changes.pop(key)
-    changed = await hub.agents.update(session, agent, changes)
-    view = AgentOut.model_validate(hub.agents.view(agent))
+    changed = await registry.update(session, agent, changes)
+    view = AgentOut.model_validate(registry.view(agent))
     return UpdateAgentResponse(agent=view, updated_fields=[_camel(f) for f in changed])
 
 
@@ -115,12 +116,12 @@ def _camel(name: str) -> str:
 async def agent_status(
     agentId: str,
     principal: Reader,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
 ) -> AgentStatusOut:
     """The agent's status, health, metrics and uptime."""
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
-    view = hub.agents.view(agent)
+    agent = await registry.visible(session, viewer(principal), agentId)
+    view = registry.view(agent)
     return AgentStatusOut(
         agent_id=agent.id,
         status=view["status"],
@@ -135,12 +136,12 @@ async def agent_status(
 async def restart_agent(
     agentId: str,
     principal: Updater,
-    hub: HubDep,
+    registry: RegistryDep,
     body: RestartRequest | None = None,
 ) -> RestartResponse:
     """Ask the agent to restart; answers once it is back, or when `options.timeout` runs out."""
     options = (body or RestartRequest()).options
-    result = await hub.agents.restart(
+    result = await registry.restart(
         viewer(principal), agentId, timeout=options.timeout, reason=options.reason
     )
     return RestartResponse(
@@ -157,14 +158,14 @@ async def restart_agent(
 async def delete_agent(
     agentId: str,
     principal: Deleter,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
     backup: Annotated[bool, Query(description="Write a backup archive first")] = True,
 ) -> DeleteResponse:
     """Delete the agent (after backing it up, by default) and close its connection."""
-    await hub.agents.flush_logs()  # before the unit of work begins: the backup holds them all
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
-    backup_id = await hub.agents.delete(session, agent, keep_backup=backup)
+    await registry.flush_logs()  # before the unit of work begins: the backup holds them all
+    agent = await registry.visible(session, viewer(principal), agentId)
+    backup_id = await registry.delete(session, agent, keep_backup=backup)
     return DeleteResponse(
         agent_id=agentId,
         deleted_at=utcnow(),
@@ -177,12 +178,12 @@ async def delete_agent(
 async def rotate_token(
     agentId: str,
     principal: Updater,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
 ) -> TokenResponse:
     """Issue a new agent token; the old one stops working and its connection is closed."""
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
-    token, rotated_at = await hub.agents.rotate_token(session, agent)
+    agent = await registry.visible(session, viewer(principal), agentId)
+    token, rotated_at = await registry.rotate_token(session, agent)
     return TokenResponse(agent_id=agent.id, agent_token=token, rotated_at=rotated_at)
 
 
@@ -190,7 +191,7 @@ async def rotate_token(
 async def agent_logs(
     agentId: str,
     principal: Reader,
-    hub: HubDep,
+    registry: RegistryDep,
     session: DbSession,
     start_time: Annotated[UtcDatetime | None, Query(alias="startTime")] = None,
     end_time: Annotated[UtcDatetime | None, Query(alias="endTime")] = None,
@@ -217,10 +218,10 @@ async def agent_logs(
     order: Annotated[Literal["desc", "asc"], Query(description="desc: newest first")] = "desc",
 ) -> LogsPage:
     """The agent's log records, filtered by time and level, newest first by default."""
-    await hub.agents.flush_logs()  # before the unit of work begins, so that it sees them
-    agent = await hub.agents.visible(session, viewer(principal), agentId)
+    await registry.flush_logs()  # before the unit of work begins, so that it sees them
+    agent = await registry.visible(session, viewer(principal), agentId)
     limit = min(limit, MAX_LOG_PAGE)
-    rows, total = await hub.agents.logs(
+    rows, total = await registry.logs(
         session,
         agent.id,
         start=start_time,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 from fastapi import APIRouter, WebSocket
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 
 from kai.agents import store
-from kai.agents.live import LiveAgent
+from kai.agents.live import LiveAgent, LiveAgents
 from kai.agents.models import Agent
 from kai.agents.protocol import (
     AGENT_MESSAGE,
@@ -34,10 +34,18 @@ from kai.agents.protocol import (
     TaskProgress,
     TaskResult,
 )
+from kai.agents.relay import Relay
+from kai.agents.service import Registry
+from kai.auth.audit import AuditLog
 from kai.auth.tokens import digest
-from kai.db import new_id, utcnow
-from kai.hub import Hub, hub_of
+from kai.config import Settings
+from kai.db import Database, new_id, utcnow
+from kai.realtime.broker import Broker
 from kai.server import mark_authenticated
+from kai.teams.peers import Peers
+from kai.work.commands import Commands
+from kai.work.streams import Streams
+from kai.work.tasks import Tasks
 
 log = logging.getLogger("kai.agents.socket")
 router = APIRouter()
@@ -69,6 +77,23 @@ class SocketChannel:
             pass  # the peer went first (a dropped TCP connection answers the close frame so)
 
 
+class AgentSocketServices(Protocol):
+    """What the agent socket uses, as the parts provided it to the connection's state."""
+
+    settings: Settings
+    db: Database
+    node_id: str
+    audit: AuditLog
+    agents: Registry
+    live: LiveAgents
+    relay: Relay
+    broker: Broker
+    commands: Commands
+    tasks: Tasks
+    streams: Streams
+    peers: Peers
+
+
 def _bearer(websocket: WebSocket) -> str | None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -77,7 +102,7 @@ def _bearer(websocket: WebSocket) -> str | None:
 @router.websocket("/ws/agent")
 async def agent_socket(websocket: WebSocket) -> None:
     """An agent process connects here with its token (see docs/agent-protocol.md)."""
-    hub = hub_of(websocket)
+    hub = cast(AgentSocketServices, websocket.state)
     token = _bearer(websocket)
     agent = None
     if token is not None:
@@ -103,7 +128,7 @@ async def agent_socket(websocket: WebSocket) -> None:
 class AgentConnection:
     """One agent's socket, from welcome to close."""
 
-    def __init__(self, hub: Hub, websocket: WebSocket, agent: Agent) -> None:
+    def __init__(self, hub: AgentSocketServices, websocket: WebSocket, agent: Agent) -> None:
         self.hub = hub
         self.ws = websocket
         self.agent_id = agent.id

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from kai.auth import invites, store
-from kai.auth.deps import ClientDep, DbSession, HubDep, Require
+from kai.auth.audit import AuditLog
+from kai.auth.deps import AuditDep, ClientDep, DbSession, IdentityDep, Require
 from kai.auth.rbac import Role
 from kai.auth.schemas import (
     AdminUserOut,
@@ -23,7 +24,7 @@ from kai.auth.schemas import (
     UserUpdateResponse,
 )
 from kai.auth.service import Client, Principal
-from kai.hub import Hub
+from kai.core import SettingsDep
 from kai.kit.openapi import errors
 from kai.kit.params import Offset
 from kai.kit.schemas import UtcDatetime, page_fields
@@ -54,15 +55,16 @@ async def update_user(
     userId: str,
     body: UserUpdate,
     admin: Admin,
-    hub: HubDep,
+    audit: AuditDep,
+    identity: IdentityDep,
     session: DbSession,
 ) -> UserUpdateResponse:
     """Change a user's role, disabled flag or name; a disabled user's sessions end at once."""
-    user, changed = await hub.identity.update_user(
+    user, changed = await identity.update_user(
         session, userId, role=body.role, disabled=body.disabled, name=body.name
     )
     if changed:
-        hub.audit.auth(
+        audit.auth(
             "user_updated",
             ok=True,
             user_id=admin.user_id,
@@ -75,7 +77,7 @@ async def update_user(
 @router.get("/api/audit", responses=errors(401, 403, 422))
 async def audit_log(
     _: Admin,
-    hub: HubDep,
+    audit: AuditDep,
     session: DbSession,
     user_id: Annotated[str | None, Query(alias="userId", max_length=36)] = None,
     permission: Annotated[str | None, Query(max_length=60)] = None,
@@ -87,7 +89,7 @@ async def audit_log(
     offset: Offset = 0,
 ) -> AuditPage:
     """Permission decisions and authentication events, newest first."""
-    await hub.audit.flush()  # what this node has seen so far is part of the answer
+    await audit.flush()  # what this node has seen so far is part of the answer
     rows, total = await store.audit_events(
         session,
         user_id=user_id,
@@ -108,18 +110,23 @@ async def audit_log(
 
 @router.post("/api/invites", status_code=201, responses=errors(401, 403, 422))
 async def create_invite(
-    body: InviteCreate, admin: Admin, hub: HubDep, session: DbSession, client: ClientDep
+    body: InviteCreate,
+    admin: Admin,
+    settings: SettingsDep,
+    session: DbSession,
+    client: ClientDep,
+    audit: AuditDep,
 ) -> InviteCreated:
     """A single-use registration code (for `KAI_REGISTRATION=invite`), shown once."""
     created = await invites.create(
         session,
         created_by=admin.user_id,
-        ttl=body.ttl or hub.settings.invite_ttl,
+        ttl=body.ttl or settings.invite_ttl,
         email=body.email,
         note=body.note,
     )
     detail = f"for {body.email}" if body.email else None
-    _audit_invite(hub, "invite_created", admin, created.invite.id, client, detail=detail)
+    _audit_invite(audit, "invite_created", admin, created.invite.id, client, detail=detail)
     return InviteCreated(invite=InviteOut.model_validate(created.invite), code=created.code)
 
 
@@ -143,16 +150,16 @@ async def list_invites(
 
 @router.delete("/api/invites/{inviteId}", responses=errors(401, 403, 404))
 async def revoke_invite(
-    inviteId: str, admin: Admin, hub: HubDep, session: DbSession, client: ClientDep
+    inviteId: str, admin: Admin, session: DbSession, client: ClientDep, audit: AuditDep
 ) -> InviteRevoked:
     """Revoke an invite: its code no longer registers anyone (a used one stays as it was)."""
     invite = await invites.revoke(session, inviteId)
-    _audit_invite(hub, "invite_revoked", admin, invite.id, client)
+    _audit_invite(audit, "invite_revoked", admin, invite.id, client)
     return InviteRevoked(invite=InviteOut.model_validate(invite))
 
 
 def _audit_invite(
-    hub: Hub,
+    audit: AuditLog,
     event: str,
     admin: Principal,
     invite_id: str,
@@ -160,7 +167,7 @@ def _audit_invite(
     *,
     detail: str | None = None,
 ) -> None:
-    hub.audit.auth(
+    audit.auth(
         event,
         ok=True,
         user_id=admin.user_id,

@@ -9,20 +9,24 @@ from sqlalchemy.exc import IntegrityError
 
 from kai.auth import store
 from kai.auth.rbac import Role
+from kai.auth.service import Identity
+from kai.config import Settings
+from kai.db import Database
 from kai.errors import Conflict
-from kai.hub import Hub
 
 
-async def ensure_first_admin(hub: Hub) -> tuple[str, str] | None:
+async def ensure_first_admin(
+    settings: Settings, db: Database, identity: Identity
+) -> tuple[str, str] | None:
     """Create the first admin when there are no users; returns (email, password) if it did."""
-    given = hub.settings.admin_password
+    given = settings.admin_password
     password = given.get_secret_value() if given else secrets.token_urlsafe(12)
-    email = hub.settings.admin_email.lower()
+    email = settings.admin_email.lower()
     try:
-        async with hub.db.session() as session:
+        async with db.session() as session:
             if await store.count_users(session) > 0:
                 return None
-            await hub.identity.create_user(
+            await identity.create_user(
                 session,
                 email=email,
                 password=password,

@@ -11,23 +11,24 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.auth import rbac
-from kai.auth.service import SESSION_INVALID, Client, Principal
+from kai.auth.audit import AuditLog
+from kai.auth.mail import Outbox
+from kai.auth.service import SESSION_INVALID, Client, Identity, Principal
+from kai.config import Settings
+from kai.core import DatabaseDep, SettingsDep
 from kai.errors import Forbidden, Unauthorized
-from kai.hub import Hub, hub_of
+from kai.kit.wiring import dependency
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-
-def get_hub(request: Request) -> Hub:
-    return hub_of(request)
-
-
-HubDep = Annotated[Hub, Depends(get_hub)]
+IdentityDep = Annotated[Identity, Depends(dependency("identity", Identity))]
+AuditDep = Annotated[AuditLog, Depends(dependency("audit", AuditLog))]
+OutboxDep = Annotated[Outbox, Depends(dependency("outbox", Outbox))]
 
 
-async def db_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSession]:
+async def db_session(request: Request, db: DatabaseDep) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: reads run in a plain transaction, writes take the lock."""
-    async with hub.db.session(write=request.method not in READ_METHODS) as session:
+    async with db.session(write=request.method not in READ_METHODS) as session:
         yield session
 
 
@@ -36,10 +37,10 @@ async def db_session(request: Request, hub: HubDep) -> AsyncIterator[AsyncSessio
 DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-def client_ip(request: Request, hub: Hub) -> str | None:
+def client_ip(request: Request, settings: Settings) -> str | None:
     """The caller's address; ``X-Forwarded-For`` counts only when a trusted proxy sent it."""
     peer = request.client.host if request.client else None
-    networks = hub.settings.proxy_networks
+    networks = settings.proxy_networks
     if peer is None or not networks:
         return peer
     # Several header lines are one list (a proxy may add its own line below the client's).
@@ -55,8 +56,8 @@ def client_ip(request: Request, hub: Hub) -> str | None:
     return hops[0] if hops else peer
 
 
-def get_client(request: Request, hub: HubDep) -> Client:
-    return Client(ip=client_ip(request, hub), user_agent=request.headers.get("user-agent"))
+def get_client(request: Request, settings: SettingsDep) -> Client:
+    return Client(ip=client_ip(request, settings), user_agent=request.headers.get("user-agent"))
 
 
 ClientDep = Annotated[Client, Depends(get_client)]
@@ -66,15 +67,16 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from /api/au
 
 async def current_principal(
     request: Request,
-    hub: HubDep,
+    db: DatabaseDep,
+    identity: IdentityDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(SESSION_INVALID)
     # A short read of its own: the request's unit of work (and, on SQLite, its write lock)
     # starts only when the route needs it, so a route that waits holds no lock.
-    async with hub.db.session(write=False) as session:
-        principal = await hub.identity.authenticate(session, credentials.credentials)
+    async with db.session(write=False) as session:
+        principal = await identity.authenticate(session, credentials.credentials)
     request.state.principal = principal
     return principal
 
@@ -83,11 +85,16 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def authorize(
-    request: Request, hub: Hub, principal: Principal, permission: str, *, client_ip: str | None
+    request: Request,
+    audit: AuditLog,
+    principal: Principal,
+    permission: str,
+    *,
+    client_ip: str | None,
 ) -> Principal:
     """Admit ``principal`` only with ``permission``, auditing the decision either way."""
     granted = rbac.allowed(principal.role, permission)
-    hub.audit.permission(
+    audit.permission(
         permission,
         granted=granted,
         user_id=principal.user_id,
@@ -105,9 +112,9 @@ def Require(permission: str) -> Any:
         raise ValueError(f"unknown permission {permission!r}")
 
     async def check(
-        request: Request, hub: HubDep, principal: CurrentPrincipal, client: ClientDep
+        request: Request, audit: AuditDep, principal: CurrentPrincipal, client: ClientDep
     ) -> Principal:
-        return authorize(request, hub, principal, permission, client_ip=client.ip)
+        return authorize(request, audit, principal, permission, client_ip=client.ip)
 
     check.__name__ = f"require_{permission.replace(':', '_')}"
     return Depends(check)

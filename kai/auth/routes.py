@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from kai.auth import rbac
-from kai.auth.deps import ClientDep, CurrentPrincipal, DbSession, HubDep
+from kai.auth.deps import ClientDep, CurrentPrincipal, DbSession, IdentityDep
 from kai.auth.schemas import (
     Accepted,
     LoginRequest,
@@ -30,6 +30,7 @@ from kai.auth.schemas import (
     VerifyMagicResponse,
 )
 from kai.auth.service import Issued
+from kai.core import SettingsDep
 from kai.kit.openapi import errors
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -50,12 +51,16 @@ def _tokens(issued: Issued) -> Tokens:
     responses=errors(400, 403, 409, 422, 429),
 )
 async def register(
-    body: RegisterRequest, hub: HubDep, session: DbSession, client: ClientDep
+    body: RegisterRequest,
+    identity: IdentityDep,
+    settings: SettingsDep,
+    session: DbSession,
+    client: ClientDep,
 ) -> RegisterResponse:
     """Create an account with the `user` role, as `KAI_REGISTRATION` allows (403 when it is
     closed, or the invite is missing or spent); mails a verification link when required."""
     data = body.user_data
-    user = await hub.identity.register(
+    user = await identity.register(
         session,
         email=data.email,
         password=data.password,
@@ -65,16 +70,16 @@ async def register(
     )
     return RegisterResponse(
         user=UserOut.model_validate(user),
-        requires_verification=hub.settings.verification_required,
+        requires_verification=settings.verification_required,
     )
 
 
 @router.post("/login", responses=errors(401, 403, 422, 429))
 async def login(
-    body: LoginRequest, hub: HubDep, session: DbSession, client: ClientDep
+    body: LoginRequest, identity: IdentityDep, session: DbSession, client: ClientDep
 ) -> LoginResponse:
     """Exchange an email and password for an access token, a refresh token and a session."""
-    issued = await hub.identity.login(
+    issued = await identity.login(
         session, email=body.credentials.email, password=body.credentials.password, client=client
     )
     return LoginResponse(
@@ -98,19 +103,19 @@ async def current_session(principal: CurrentPrincipal) -> SessionResponse:
 
 @router.post("/magic-link", status_code=status.HTTP_202_ACCEPTED, responses=errors(422, 429))
 async def magic_link(
-    body: MagicLinkRequest, hub: HubDep, session: DbSession, client: ClientDep
+    body: MagicLinkRequest, identity: IdentityDep, session: DbSession, client: ClientDep
 ) -> Accepted:
     """Mail a single-use sign-in link; the answer is the same whether the address exists."""
-    await hub.identity.request_magic_link(session, email=body.email, client=client)
+    await identity.request_magic_link(session, email=body.email, client=client)
     return Accepted(message="If the address has an account, a sign-in link is on its way")
 
 
 @router.post("/verify-magic", responses=errors(400, 422))
 async def verify_magic(
-    body: VerifyMagicRequest, hub: HubDep, session: DbSession, client: ClientDep
+    body: VerifyMagicRequest, identity: IdentityDep, session: DbSession, client: ClientDep
 ) -> VerifyMagicResponse:
     """Spend a magic link: marks the email verified and opens a session."""
-    issued = await hub.identity.verify_magic_link(session, body.token, client=client)
+    issued = await identity.verify_magic_link(session, body.token, client=client)
     return VerifyMagicResponse(
         user=UserOut.model_validate(issued.user), tokens=_tokens(issued), session=issued.session.id
     )
@@ -118,10 +123,10 @@ async def verify_magic(
 
 @router.post("/refresh", responses=errors(401, 422))
 async def refresh(
-    body: RefreshRequest, hub: HubDep, session: DbSession, client: ClientDep
+    body: RefreshRequest, identity: IdentityDep, session: DbSession, client: ClientDep
 ) -> RefreshResponse:
     """Trade a refresh token for new tokens; the old one is spent, and reuse ends the session."""
-    issued = await hub.identity.refresh(session, body.refresh_token, client=client)
+    issued = await identity.refresh(session, body.refresh_token, client=client)
     return RefreshResponse(
         tokens=_tokens(issued), session=issued.session.id, expires_at=issued.access_expires
     )
@@ -129,10 +134,10 @@ async def refresh(
 
 @router.post("/logout", responses=errors(401))
 async def logout(
-    principal: CurrentPrincipal, hub: HubDep, session: DbSession, client: ClientDep
+    principal: CurrentPrincipal, identity: IdentityDep, session: DbSession, client: ClientDep
 ) -> LogoutResponse:
     """End the session: its access and refresh tokens stop working at once."""
-    await hub.identity.logout(session, principal, client=client)
+    await identity.logout(session, principal, client=client)
     return LogoutResponse()
 
 
@@ -143,21 +148,23 @@ async def logout(
 async def change_password(
     body: PasswordChangeRequest,
     principal: CurrentPrincipal,
-    hub: HubDep,
+    identity: IdentityDep,
     session: DbSession,
     client: ClientDep,
 ) -> PasswordChangeResponse:
     """Change your own password (the current one proves it is you); your other sessions end."""
-    ended = await hub.identity.change_password(
+    ended = await identity.change_password(
         session, principal, current=body.current_password, new=body.new_password, client=client
     )
     return PasswordChangeResponse(sessions_ended=len(ended))
 
 
 @router.get("/sessions", responses=errors(401))
-async def own_sessions(principal: CurrentPrincipal, hub: HubDep, session: DbSession) -> OwnSessions:
+async def own_sessions(
+    principal: CurrentPrincipal, identity: IdentityDep, session: DbSession
+) -> OwnSessions:
     """Your live sessions, newest first, with where they were opened and when last used."""
-    rows = await hub.identity.sessions_of(session, principal)
+    rows = await identity.sessions_of(session, principal)
     sessions = [
         OwnSessionOut.model_validate(row).model_copy(
             update={"current": row.id == principal.session_id}
@@ -169,8 +176,12 @@ async def own_sessions(principal: CurrentPrincipal, hub: HubDep, session: DbSess
 
 @router.delete("/sessions/{sessionId}", responses=errors(401, 404))
 async def revoke_own_session(
-    sessionId: str, principal: CurrentPrincipal, hub: HubDep, session: DbSession, client: ClientDep
+    sessionId: str,
+    principal: CurrentPrincipal,
+    identity: IdentityDep,
+    session: DbSession,
+    client: ClientDep,
 ) -> SessionRevoked:
     """End one of your sessions: its tokens and its sockets stop at once."""
-    await hub.identity.revoke_own_session(session, principal, sessionId, client=client)
+    await identity.revoke_own_session(session, principal, sessionId, client=client)
     return SessionRevoked(session_id=sessionId)

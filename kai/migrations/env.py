@@ -32,13 +32,13 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(url).execution_options(kai_write=True)
+    engine = create_engine(url)
     try:
-        async with engine.connect() as connection:
+        async with engine.execution_options(kai_write=True).connect() as connection:
             await connection.run_sync(_run)
             await connection.commit()
     finally:
-        await engine.dispose()
+        await engine.dispose()  # the engine's own pool: an options view would leave it open
 
 
 if context.is_offline_mode():

@@ -8,12 +8,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from kai.auth.deps import ClientDep, HubDep, Require, authorize
+from kai.auth.deps import AuditDep, ClientDep, Require, authorize
 from kai.auth.service import Principal
 from kai.db import utcnow
 from kai.kit.bounds import TypedJson
 from kai.kit.openapi import errors
 from kai.kit.schemas import Body, Wire
+from kai.ops.deps import RuntimeDep
+from kai.realtime.deps import BrokerDep
 
 router = APIRouter(prefix="/api/config", tags=["ops"])
 
@@ -52,33 +54,39 @@ class ConfigUpdated(ConfigOut):
 
 
 @router.get("", responses=errors(401, 403))
-async def read_config(principal: Reader, hub: HubDep) -> ConfigOut:
+async def read_config(principal: Reader, runtime: RuntimeDep) -> ConfigOut:
     """The settings that can change at run time: each value, where it comes from (default,
     environment, or changed at run time, by whom and when) and what it means. Secrets are
     never among them."""
-    return ConfigOut.model_validate({"settings": hub.runtime.describe(), "timestamp": utcnow()})
+    return ConfigOut.model_validate({"settings": runtime.describe(), "timestamp": utcnow()})
 
 
 @router.put("", responses=errors(401, 403, 422))
 async def update_config(
-    request: Request, body: ConfigUpdate, principal: Updater, hub: HubDep, client: ClientDep
+    request: Request,
+    body: ConfigUpdate,
+    principal: Updater,
+    audit: AuditDep,
+    broker: BrokerDep,
+    runtime: RuntimeDep,
+    client: ClientDep,
 ) -> ConfigUpdated:
     """Change runtime settings: validated (422 with the field errors), stored, audited, and
     applied on every node without a restart. Settings that guard accounts or the hub (their
     ``permission`` says so) need ``system:admin`` as well (403, and nothing changes)."""
-    for permission in hub.runtime.permissions(body.settings):
-        authorize(request, hub, principal, permission, client_ip=client.ip)
-    changes = hub.runtime.validate(body.settings)
-    await hub.runtime.change(changes, user_id=principal.user_id)
-    names = sorted(hub.runtime.wire(key) for key in changes)
-    hub.audit.auth(
+    for permission in runtime.permissions(body.settings):
+        authorize(request, audit, principal, permission, client_ip=client.ip)
+    changes = runtime.validate(body.settings)
+    await runtime.change(changes, user_id=principal.user_id)
+    names = sorted(runtime.wire(key) for key in changes)
+    audit.auth(
         "config_changed",
         ok=True,
         user_id=principal.user_id,
         resource="config",
-        detail=",".join(f"{hub.runtime.wire(k)}={v}" for k, v in sorted(changes.items())),
+        detail=",".join(f"{runtime.wire(k)}={v}" for k, v in sorted(changes.items())),
     )
-    await hub.broker.broadcast({"op": "config_changed"})
+    await broker.broadcast({"op": "config_changed"})
     return ConfigUpdated.model_validate(
-        {"settings": hub.runtime.describe(), "timestamp": utcnow(), "updated_fields": names}
+        {"settings": runtime.describe(), "timestamp": utcnow(), "updated_fields": names}
     )

@@ -11,13 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from kai import __version__
+from kai.agents.deps import LiveDep
 from kai.agents.models import Agent
-from kai.auth.deps import HubDep
+from kai.core import DatabaseDep, SettingsDep
 from kai.errors import ServiceUnavailable
 from kai.kit.counters import COUNTS
 from kai.kit.openapi import errors
 from kai.kit.schemas import Wire
 from kai.ops.metrics import Metrics
+from kai.realtime.deps import BrokerDep, ClientsDep
+from kai.work.deps import FilesDep
 from kai.work.models import Task
 
 router = APIRouter(tags=["ops"])
@@ -43,25 +46,27 @@ async def health() -> Health:
 
 
 @router.get("/ready", responses=errors(503))
-async def ready(hub: HubDep) -> Readiness:
+async def ready(
+    broker: BrokerDep, db: DatabaseDep, files: FilesDep, settings: SettingsDep
+) -> Readiness:
     """Whether the hub's dependencies answer: the database, the file storage, and the broker
     when configured."""
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(hub.db.ping(), CHECK_TIMEOUT)
+        await asyncio.wait_for(db.ping(), CHECK_TIMEOUT)
         checks["database"] = "ok"
     except Exception as exc:
         log.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unavailable"
-    if hub.settings.redis_url:
+    if settings.redis_url:
         try:
-            await asyncio.wait_for(hub.broker.ping(), CHECK_TIMEOUT)
+            await asyncio.wait_for(broker.ping(), CHECK_TIMEOUT)
             checks["broker"] = "ok"
         except Exception as exc:
             log.warning("readiness: broker check failed: %s", type(exc).__name__)
             checks["broker"] = "unavailable"
     try:
-        await asyncio.wait_for(asyncio.to_thread(hub.files.storage.check), CHECK_TIMEOUT)
+        await asyncio.wait_for(asyncio.to_thread(files.storage.check), CHECK_TIMEOUT)
         checks["storage"] = "ok"
     except Exception as exc:
         log.warning("readiness: storage check failed: %s", type(exc).__name__)
@@ -84,15 +89,17 @@ async def ready(hub: HubDep) -> Readiness:
         }
     },
 )
-async def metrics(request: Request, hub: HubDep) -> Response:
+async def metrics(
+    request: Request, clients: ClientsDep, db: DatabaseDep, live: LiveDep
+) -> Response:
     """The hub's metrics in Prometheus format, without authentication (like ``/health``):
     restrict it at the proxy if the counts are not for everyone."""
     registry: Metrics = request.app.state.metrics
     snapshot = registry.collector.snapshot
-    snapshot.client_connections = len(hub.clients)
-    snapshot.agent_connections = len(hub.live)
+    snapshot.client_connections = len(clients)
+    snapshot.agent_connections = len(live)
     try:
-        async with hub.db.session(write=False) as session:
+        async with db.session(write=False) as session:
             agents = await session.execute(
                 select(Agent.status, func.count()).group_by(Agent.status)
             )

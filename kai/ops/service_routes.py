@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 
-from kai.auth.deps import HubDep, Require
+from kai.auth.deps import Require
 from kai.auth.service import Principal
+from kai.core import NodeIdDep, SettingsDep
 from kai.kit.openapi import errors
 from kai.kit.schemas import Wire
 from kai.ops.services import Services
+from kai.realtime.deps import HandlersDep
 
 router = APIRouter(prefix="/api/services", tags=["ops"])
 
@@ -65,36 +67,42 @@ def _services(request: Request) -> Services:
 
 
 @router.get("", responses=errors(401, 403))
-async def list_services(principal: Reader, hub: HubDep, request: Request) -> ServicesOut:
+async def list_services(
+    principal: Reader,
+    node_id: NodeIdDep,
+    settings: SettingsDep,
+    handlers: HandlersDep,
+    request: Request,
+) -> ServicesOut:
     """This node's components with their state, health, counters and the actions they allow,
     and what the hub serves: its endpoints, routes and client WebSocket message handlers."""
-    base = hub.settings.base_url
+    base = settings.base_url
     routes = sorted(set(_routes(request.app.routes)))
     return ServicesOut.model_validate(
         {
-            "node": hub.node_id,
+            "node": node_id,
             "services": await _services(request).describe(),
             "api_endpoint": f"{base}/api",
             "web_socket_endpoint": base.replace("http", "ws", 1) + "/ws/agents/{agentId}",
             "registered_routes": routes,
-            "active_web_socket_handlers": hub.ws_handlers.types,
+            "active_web_socket_handlers": handlers.types,
         }
     )
 
 
 @router.post("/{name}/restart", responses=errors(401, 403, 404, 409))
 async def restart_service(
-    name: str, principal: Restarter, hub: HubDep, request: Request
+    name: str, principal: Restarter, node_id: NodeIdDep, request: Request
 ) -> ServiceActed:
     """Restart one component on this node (409 if it cannot be restarted)."""
     described = await _services(request).act(name, "restart")
-    return ServiceActed.model_validate({"node": hub.node_id, "service": described})
+    return ServiceActed.model_validate({"node": node_id, "service": described})
 
 
 @router.post("/{name}/stop", responses=errors(401, 403, 404, 409))
 async def stop_service(
-    name: str, principal: Stopper, hub: HubDep, request: Request
+    name: str, principal: Stopper, node_id: NodeIdDep, request: Request
 ) -> ServiceActed:
     """Stop one component on this node until it is restarted (409 if it cannot be stopped)."""
     described = await _services(request).act(name, "stop")
-    return ServiceActed.model_validate({"node": hub.node_id, "service": described})
+    return ServiceActed.model_validate({"node": node_id, "service": described})

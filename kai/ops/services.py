@@ -14,11 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kai.agents.hosted import Supervisor
+from kai.agents.live import LiveAgents
+from kai.auth.mail import Outbox
+from kai.config import Settings
+from kai.db import Database
 from kai.errors import Conflict, NotFound
-from kai.hub import Hub
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
 from kai.kit.loops import Loops
+from kai.kit.wiring import NamedWriter
+from kai.realtime.broker import Broker
+from kai.realtime.clients import Clients
+from kai.work.files import Files
 
 Action = Literal["restart", "stop"]
 CHECK_TIMEOUT = 2.0
@@ -137,22 +144,38 @@ def _supervisor(supervisor: Supervisor) -> Service:
     )
 
 
-def build_services(hub: Hub, loops: Loops, supervisor: Supervisor) -> Services:
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What the services of this node are made of."""
+
+    settings: Settings
+    db: Database
+    broker: Broker
+    outbox: Outbox
+    clients: Clients
+    live: LiveAgents
+    files: Files
+    writers: list[NamedWriter]
+    loops: Loops
+    supervisor: Supervisor
+
+
+def build_services(node: Node) -> Services:
     """Every component of this node, by name."""
 
     async def reconnect() -> None:
-        await hub.db.engine.dispose()
+        await node.db.engine.dispose()
 
     async def storage_check() -> None:
-        await asyncio.to_thread(hub.files.storage.check)
+        await asyncio.to_thread(node.files.storage.check)
 
     core = [
         Service(
             "database",
             "database",
             _always,
-            lambda: {"errors": COUNTS.database_errors, "dialect": hub.db.dialect},
-            check=hub.db.ping,
+            lambda: {"errors": COUNTS.database_errors, "dialect": node.db.dialect},
+            check=node.db.ping,
             actions={"restart": reconnect},
         ),
         Service(
@@ -162,36 +185,30 @@ def build_services(hub: Hub, loops: Loops, supervisor: Supervisor) -> Services:
             lambda: {
                 "errors": COUNTS.broker_errors,
                 "published": COUNTS.events_published,
-                "mode": "redis" if hub.settings.redis_url else "embedded",
+                "mode": "redis" if node.settings.redis_url else "embedded",
             },
-            check=hub.broker.ping,
+            check=node.broker.ping,
         ),
         Service(
             "storage",
             "storage",
             _always,
-            lambda: {"receivedBytes": hub.files.received_bytes},
+            lambda: {"receivedBytes": node.files.received_bytes},
             check=storage_check,
         ),
-        Service("mail", "mail", _always, lambda: {"sending": hub.outbox.sending}),
+        Service("mail", "mail", _always, lambda: {"sending": node.outbox.sending}),
         Service(
             "websockets",
             "websockets",
             _always,
             lambda: {
-                "clients": len(hub.clients),
-                "agents": len(hub.live),
+                "clients": len(node.clients),
+                "agents": len(node.live),
                 "delivered": COUNTS.events_delivered,
                 "dropped": COUNTS.events_dropped,
             },
         ),
     ]
-    writers = [
-        _writer("audit-writer", hub.audit.writer),
-        _writer("log-writer", hub.agents.log_writer),
-        _writer("stream-chunk-writer", hub.streams.writer),
-        _writer("command-record-writer", hub.commands.records),
-    ]
-    return Services(
-        [*core, *writers, *(_loop(loops, name) for name in loops.loops), _supervisor(supervisor)]
-    )
+    writers = [_writer(named.name, named.writer) for named in node.writers]
+    loops = [_loop(node.loops, name) for name in node.loops.loops]
+    return Services([*core, *writers, *loops, _supervisor(node.supervisor)])

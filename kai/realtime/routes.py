@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from kai.agents.service import Viewer
+from kai.agents.service import Registry, Viewer
 from kai.auth import rbac
+from kai.auth.audit import AuditLog
 from kai.auth.rbac import Role
-from kai.auth.service import Principal
+from kai.auth.service import Identity, Principal
+from kai.config import Settings
+from kai.db import Database
 from kai.errors import KaiError
-from kai.hub import Hub, hub_of
 from kai.kit.bounds import MAX_SEQ, json_problem
+from kai.kit.ratelimit import Limiter
+from kai.realtime.broker import Broker
+from kai.realtime.clients import Clients
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.handlers import BadMessage, Handlers
 from kai.server import mark_authenticated
@@ -24,10 +29,25 @@ from kai.server import mark_authenticated
 log = logging.getLogger("kai.realtime")
 router = APIRouter()
 
+
+class SocketServices(Protocol):
+    """What a client socket uses, as the parts provided it to the connection's state."""
+
+    settings: Settings
+    db: Database
+    identity: Identity
+    audit: AuditLog
+    agents: Registry
+    broker: Broker
+    clients: Clients
+    handlers: Handlers
+    limiter: Limiter
+
+
 AUTH_TIMEOUT = 5.0
 
 
-def origin_allowed(hub: Hub, origin: str | None) -> bool:
+def origin_allowed(hub: SocketServices, origin: str | None) -> bool:
     """No Origin (not a browser), the hub's own origin, or one on the allow-list."""
     if origin is None:
         return True
@@ -49,7 +69,7 @@ async def _first_message_token(websocket: WebSocket) -> str | None:
     return None
 
 
-async def authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
+async def authenticate(hub: SocketServices, websocket: WebSocket) -> Principal | None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
     if bearer is None:
@@ -63,7 +83,9 @@ async def authenticate(hub: Hub, websocket: WebSocket) -> Principal | None:
         return None
 
 
-async def admit(hub: Hub, websocket: WebSocket, *, log: str, path: str) -> Principal | None:
+async def admit(
+    hub: SocketServices, websocket: WebSocket, *, log: str, path: str
+) -> Principal | None:
     """Accept the socket, then check its origin, its token and ``agents:read`` (audited).
     None, with the socket closed, when any of them fails."""
     await websocket.accept()
@@ -98,7 +120,7 @@ def viewer_of(principal: Principal) -> Viewer:
 @router.websocket("/ws/agents/{agentId}")
 async def client_socket(websocket: WebSocket, agentId: str) -> None:
     """Watch one agent: its status, logs and work, live and resumable (docs/websocket.md)."""
-    hub = hub_of(websocket)
+    hub = cast(SocketServices, websocket.state)
     settings = hub.settings
     principal = await admit(hub, websocket, log=f"agent:{agentId}", path=f"/ws/agents/{agentId}")
     if principal is None:
@@ -141,11 +163,13 @@ def resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
     return (since if 0 <= since <= MAX_SEQ else None), epoch
 
 
-async def serve(hub: Hub, conn: ClientConnection, handlers: Handlers | None = None) -> None:
-    await conn.serve(lambda: _read(hub, conn, handlers or hub.ws_handlers))
+async def serve(
+    hub: SocketServices, conn: ClientConnection, handlers: Handlers | None = None
+) -> None:
+    await conn.serve(lambda: _read(hub, conn, handlers or hub.handlers))
 
 
-async def _read(hub: Hub, conn: ClientConnection, handlers: Handlers) -> None:
+async def _read(hub: SocketServices, conn: ClientConnection, handlers: Handlers) -> None:
     settings = hub.settings
     limit = settings.ws_max_message_bytes
     while True:
@@ -153,7 +177,7 @@ async def _read(hub: Hub, conn: ClientConnection, handlers: Handlers) -> None:
         if message["type"] == "websocket.disconnect":
             return
         raw: str | bytes = message.get("text") or message.get("bytes") or ""
-        verdict = await hub.ws_limiter.hit(
+        verdict = await hub.limiter.hit(
             f"ws:{conn.who.user_id}", capacity=settings.ws_rate_limit, per=settings.ws_rate_window
         )
         if not verdict.allowed:

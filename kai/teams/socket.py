@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 from fastapi import APIRouter, WebSocket
 
 from kai.errors import KaiError
-from kai.hub import hub_of
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import team_log
 from kai.realtime.handlers import Handlers, already_authenticated, heartbeat, resume
-from kai.realtime.routes import admit, resume_point, serve, viewer_of
+from kai.realtime.routes import SocketServices, admit, resume_point, serve, viewer_of
+from kai.teams.peers import Peers
+from kai.teams.service import Teams
 
 router = APIRouter()
 
@@ -28,11 +30,16 @@ def channel_handlers() -> Handlers:
 HANDLERS = channel_handlers()
 
 
+class TeamSocketServices(SocketServices):
+    teams: Teams
+    peers: Peers
+
+
 @router.websocket("/ws/teams/{teamId}")
 async def team_socket(websocket: WebSocket, teamId: str) -> None:
     """Watch a team's channel: a ``team_status`` snapshot, then every ``team_message`` in order,
     with the same ``seq``/``epoch`` resume rules as an agent's socket (docs/teams.md)."""
-    hub = hub_of(websocket)
+    hub = cast(TeamSocketServices, websocket.state)
     principal = await admit(hub, websocket, log=f"team:{teamId}", path=f"/ws/teams/{teamId}")
     if principal is None:
         return

@@ -10,16 +10,27 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kai.agents import store
+from kai.agents.deps import RegistryDep
 from kai.agents.routes import viewer
 from kai.agents.service import TOKEN_PREFIX
-from kai.auth.deps import DbSession, HubDep, Require, authorize, client_ip, current_principal
+from kai.auth.deps import (
+    AuditDep,
+    DbSession,
+    IdentityDep,
+    Require,
+    authorize,
+    client_ip,
+    current_principal,
+)
 from kai.auth.service import Principal
 from kai.auth.tokens import digest
+from kai.core import DatabaseDep, SettingsDep
 from kai.errors import NotFound, Unauthorized
 from kai.kit.openapi import errors
 from kai.kit.params import Offset
 from kai.kit.schemas import page_fields
 from kai.middleware import STREAMED_BODY
+from kai.work.deps import FilesDep
 from kai.work.files import FILE_NOT_FOUND, Upload, content_disposition
 from kai.work.models import StoredFile
 from kai.work.schemas import FileDeleted, FileList, FileOut, FileUploaded
@@ -70,12 +81,14 @@ def file_out(stored: StoredFile) -> dict[str, Any]:
     openapi_extra={"requestBody": UPLOAD_BODY, STREAMED_BODY: True},
     responses=errors(401, 403, 404, 413, 415, 422),
 )
-async def upload(agentId: str, request: Request, principal: Uploader, hub: HubDep) -> FileUploaded:
+async def upload(
+    agentId: str, request: Request, principal: Uploader, files: FilesDep
+) -> FileUploaded:
     """Upload a file for the agent (multipart: ``file``, and ``metadata`` as a JSON object).
     It is streamed to storage and hashed; ``upload_progress`` events follow it on the agent's
     WebSocket, and an agent that declared ``files`` is told where to fetch it."""
     length = request.headers.get("content-length")
-    stored = await hub.files.receive(
+    stored = await files.receive(
         Upload(
             viewer=viewer(principal),
             agent_id=agentId,
@@ -91,14 +104,15 @@ async def upload(agentId: str, request: Request, principal: Uploader, hub: HubDe
 async def list_files(
     agentId: str,
     principal: Reader,
-    hub: HubDep,
+    registry: RegistryDep,
+    files: FilesDep,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=MAX_FILE_PAGE)] = 50,
     offset: Offset = 0,
 ) -> FileList:
     """The files uploaded for the agent, newest first."""
-    await hub.agents.visible(session, viewer(principal), agentId)
-    rows, total = await hub.files.listed(session, agentId, limit=limit, offset=offset)
+    await registry.visible(session, viewer(principal), agentId)
+    rows, total = await files.listed(session, agentId, limit=limit, offset=offset)
     return FileList(
         files=[FileOut(**file_out(row)) for row in rows],
         **page_fields(total=total, offset=offset, count=len(rows)),
@@ -111,12 +125,16 @@ _bearer = HTTPBearer(auto_error=False, description="A user's access token or the
 async def _stored_for_caller(
     fileId: str,
     request: Request,
-    hub: HubDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    identity: IdentityDep,
+    audit: AuditDep,
+    files: FilesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> StoredFile:
     """The file, for the agent it was uploaded to (its token) or a user who may see that agent."""
     token = credentials.credentials if credentials is not None else ""
-    async with hub.db.session(write=False) as session:
+    async with db.session(write=False) as session:
         if token.startswith(TOKEN_PREFIX):
             agent = await store.by_token_hash(session, digest(token))
             if agent is None:
@@ -125,10 +143,10 @@ async def _stored_for_caller(
             if stored is None or stored.agent_id != agent.id:
                 raise NotFound(FILE_NOT_FOUND)
             return stored
-    principal = await current_principal(request, hub, credentials)
-    authorize(request, hub, principal, "agents:read", client_ip=client_ip(request, hub))
-    async with hub.db.session(write=False) as session:
-        return await hub.files.visible(session, viewer(principal), fileId)
+    principal = await current_principal(request, db, identity, credentials)
+    authorize(request, audit, principal, "agents:read", client_ip=client_ip(request, settings))
+    async with db.session(write=False) as session:
+        return await files.visible(session, viewer(principal), fileId)
 
 
 @router.get(
@@ -143,12 +161,12 @@ async def _stored_for_caller(
     },
 )
 async def download(
-    stored: Annotated[StoredFile, Depends(_stored_for_caller)], hub: HubDep
+    stored: Annotated[StoredFile, Depends(_stored_for_caller)], files: FilesDep
 ) -> FileResponse:
     """Download a file: with the token of the agent it was uploaded to, or as a user who may
     see that agent. It is always sent as ``application/octet-stream``, as an attachment."""
     return FileResponse(
-        hub.files.storage.path(stored.storage_name),
+        files.storage.path(stored.storage_name),
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": content_disposition(stored.filename),
@@ -161,9 +179,9 @@ async def download(
 
 @router.delete("/api/files/{fileId}", responses=errors(401, 403, 404))
 async def delete_file(
-    fileId: str, principal: Uploader, hub: HubDep, session: DbSession
+    fileId: str, principal: Uploader, files: FilesDep, session: DbSession
 ) -> FileDeleted:
     """Delete a file, giving its room back to the quota."""
-    stored = await hub.files.visible(session, viewer(principal), fileId)
-    await hub.files.delete(session, stored)
+    stored = await files.visible(session, viewer(principal), fileId)
+    await files.delete(session, stored)
     return FileDeleted(file_id=fileId)

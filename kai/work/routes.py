@@ -7,13 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kai.agents.deps import RegistryDep
 from kai.agents.routes import viewer
-from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth.deps import DbSession, Require
 from kai.auth.service import Principal
-from kai.hub import Hub
+from kai.core import DatabaseDep, SettingsDep
 from kai.kit.openapi import errors
 from kai.kit.params import Offset
 from kai.kit.schemas import page_fields
+from kai.work.deps import CommandsDep, TasksDep
 from kai.work.models import PRIORITY_NAMES, Task
 from kai.work.schemas import (
     CommandRequest,
@@ -26,6 +28,7 @@ from kai.work.schemas import (
     TaskState,
     TaskStatus,
 )
+from kai.work.tasks import Tasks
 
 router = APIRouter(prefix="/api/agents", tags=["work"])
 tasks_router = APIRouter(prefix="/api/tasks", tags=["work"])
@@ -40,11 +43,12 @@ async def send_command(
     agentId: str,
     body: CommandRequest,
     principal: Commander,
-    hub: HubDep,
+    commands: CommandsDep,
+    settings: SettingsDep,
 ) -> CommandResponse:
     """Run a command the agent declared and wait for its answer (504 when none comes in time)."""
-    timeout = min(body.timeout or hub.settings.command_timeout, hub.settings.command_max_timeout)
-    outcome = await hub.commands.execute(
+    timeout = min(body.timeout or settings.command_timeout, settings.command_max_timeout)
+    outcome = await commands.execute(
         viewer(principal),
         agentId,
         command=body.command,
@@ -74,11 +78,16 @@ async def send_command(
     responses=errors(400, 401, 403, 404, 409, 422),
 )
 async def create_task(
-    agentId: str, body: TaskRequest, principal: Commander, hub: HubDep, response: Response
+    agentId: str,
+    body: TaskRequest,
+    principal: Commander,
+    db: DatabaseDep,
+    tasks: TasksDep,
+    response: Response,
 ) -> TaskCreated:
     """Queue a task; it is committed before this answers. Retrying with the same
     ``idempotencyKey`` answers with the same task (``Idempotent-Replayed: true``)."""
-    task, replayed = await hub.tasks.create(
+    task, replayed = await tasks.create(
         viewer(principal),
         agentId,
         task_type=body.task_type,
@@ -89,10 +98,10 @@ async def create_task(
     )
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    async with hub.db.session(write=False) as session:
+    async with db.session(write=False) as session:
         current = await session.get(Task, task.id)
         task = current or task
-        estimate = await hub.tasks.estimate(session, task)
+        estimate = await tasks.estimate(session, task)
     return TaskCreated(
         task_id=task.id,
         status=task.status,
@@ -106,28 +115,29 @@ async def create_task(
 async def list_tasks(
     agentId: str,
     principal: Reader,
-    hub: HubDep,
+    registry: RegistryDep,
+    tasks: TasksDep,
     session: DbSession,
     task_status: Annotated[TaskState | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_TASK_PAGE)] = 50,
     offset: Offset = 0,
 ) -> TaskList:
     """The agent's tasks, newest first, optionally of one status."""
-    await hub.agents.visible(session, viewer(principal), agentId)
-    rows, total = await hub.tasks.listed(
+    await registry.visible(session, viewer(principal), agentId)
+    rows, total = await tasks.listed(
         session, agentId, status=task_status, limit=limit, offset=offset
     )
-    children = await hub.tasks.subtasks_of(session, [row.id for row in rows])
-    tasks = [await task_status_of(hub, session, row, children.get(row.id, [])) for row in rows]
-    return TaskList(tasks=tasks, **page_fields(total=total, offset=offset, count=len(rows)))
+    children = await tasks.subtasks_of(session, [row.id for row in rows])
+    statuses = [await task_status_of(tasks, session, row, children.get(row.id, [])) for row in rows]
+    return TaskList(tasks=statuses, **page_fields(total=total, offset=offset, count=len(rows)))
 
 
 async def task_status_of(
-    hub: Hub, session: AsyncSession, task: Task, subtasks: list[Task] | None = None
+    tasks: Tasks, session: AsyncSession, task: Task, subtasks: list[Task] | None = None
 ) -> TaskStatus:
-    estimate = await hub.tasks.estimate(session, task)
+    estimate = await tasks.estimate(session, task)
     if subtasks is None:
-        subtasks = (await hub.tasks.subtasks_of(session, [task.id])).get(task.id, [])
+        subtasks = (await tasks.subtasks_of(session, [task.id])).get(task.id, [])
     return TaskStatus(
         task_id=task.id,
         agent_id=task.agent_id,
@@ -163,18 +173,18 @@ async def task_status_of(
 
 @tasks_router.get("/{taskId}/status", responses=errors(401, 403, 404))
 async def task_status(
-    taskId: str, principal: Reader, hub: HubDep, session: DbSession
+    taskId: str, principal: Reader, tasks: TasksDep, session: DbSession
 ) -> TaskStatus:
     """Where a task is: its status, progress, result and estimates."""
-    task = await hub.tasks.visible(session, viewer(principal), taskId)
-    return await task_status_of(hub, session, task)
+    task = await tasks.visible(session, viewer(principal), taskId)
+    return await task_status_of(tasks, session, task)
 
 
 @tasks_router.post("/{taskId}/cancel", responses=errors(401, 403, 404, 409))
-async def cancel_task(taskId: str, principal: Commander, hub: HubDep) -> TaskCancelled:
+async def cancel_task(taskId: str, principal: Commander, tasks: TasksDep) -> TaskCancelled:
     """Cancel a queued task at once; a running one is cancelled and its agent told to stop.
     A task that already ended is a 409."""
-    task, previous = await hub.tasks.cancel(viewer(principal), taskId)
+    task, previous = await tasks.cancel(viewer(principal), taskId)
     return TaskCancelled(
         task_id=task.id,
         status=task.status,

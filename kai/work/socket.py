@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from kai.agents.relay import Relay
 from kai.agents.service import Viewer
 from kai.auth import rbac
+from kai.auth.audit import AuditLog
 from kai.auth.rbac import Role
+from kai.config import Settings
 from kai.db import new_id
 from kai.errors import KaiError
-from kai.hub import Hub
 from kai.realtime.connection import ClientConnection
 from kai.realtime.handlers import BadMessage, Handler
+from kai.work.commands import Commands
 
 
-def command_execute(hub: Hub) -> Handler:
+def command_execute(
+    audit: AuditLog, relay: Relay, commands: Commands, settings: Settings
+) -> Handler:
     """The handler of ``{"type": "command_execute", "data": {"command", "params"}}``."""
 
     async def handle(conn: ClientConnection, message: dict[str, Any]) -> None:
@@ -29,7 +34,7 @@ def command_execute(hub: Hub) -> Handler:
         if not isinstance(params, dict):
             raise BadMessage("data.params must be an object")
         granted = rbac.allowed(conn.who.role, "agents:command")
-        hub.audit.permission(
+        audit.permission(
             "agents:command",
             granted=granted,
             user_id=conn.who.user_id,
@@ -40,13 +45,14 @@ def command_execute(hub: Hub) -> Handler:
         command_id = new_id()
         conn.send({"type": "command_acknowledged", "commandId": command_id})
         viewer = Viewer(conn.who.user_id, conn.who.role == Role.ADMIN)
-        hub.relay.spawn(_run(hub, conn, viewer, command_id, command, params))
+        relay.spawn(_run(commands, settings, conn, viewer, command_id, command, params))
 
     return handle
 
 
 async def _run(
-    hub: Hub,
+    commands: Commands,
+    settings: Settings,
     conn: ClientConnection,
     viewer: Viewer,
     command_id: str,
@@ -54,12 +60,12 @@ async def _run(
     params: dict[str, Any],
 ) -> None:
     try:
-        outcome = await hub.commands.execute(
+        outcome = await commands.execute(
             viewer,
             conn.agent_id,
             command=command,
             parameters=params,
-            timeout=hub.settings.command_timeout,
+            timeout=settings.command_timeout,
             via="ws",
             command_id=command_id,
             checked=True,  # the socket's access to the agent was checked when it opened

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kai.agents.routes import viewer
-from kai.auth.deps import DbSession, HubDep, Require
+from kai.auth.deps import DbSession, Require
 from kai.auth.service import Principal
+from kai.core import DatabaseDep, SettingsDep
 from kai.kit.bounds import MAX_INT
 from kai.kit.openapi import errors
+from kai.work.deps import StreamsDep
 from kai.work.schemas import StreamCancelled, StreamInfo, StreamOpened, StreamRequest
 
 router = APIRouter(tags=["work"])
@@ -27,11 +29,16 @@ SSE_EXAMPLE = (
 
 @router.post("/api/agents/{agentId}/stream-prompt", responses=errors(400, 401, 403, 404, 409, 422))
 async def stream_prompt(
-    agentId: str, body: StreamRequest, principal: Commander, hub: HubDep, request: Request
+    agentId: str,
+    body: StreamRequest,
+    principal: Commander,
+    settings: SettingsDep,
+    streams: StreamsDep,
+    request: Request,
 ) -> StreamOpened:
     """Hand a prompt to the agent's stream handler. Its answer arrives as ``stream_chunk``
     events on the agent's WebSocket and as Server-Sent Events at ``streamUrl``."""
-    stream = await hub.streams.open(
+    stream = await streams.open(
         viewer(principal),
         agentId,
         prompt=body.prompt,
@@ -39,7 +46,7 @@ async def stream_prompt(
         options=body.options,
     )
     path = request.app.url_path_for("stream_events", streamId=stream.id)
-    base = hub.settings.public_base_url or str(request.base_url)
+    base = settings.public_base_url or str(request.base_url)
     return StreamOpened(
         stream_id=stream.id,
         stream_url=base.rstrip("/") + path,
@@ -50,10 +57,10 @@ async def stream_prompt(
 
 @router.get("/api/streams/{streamId}", responses=errors(401, 403, 404, 410))
 async def stream_info(
-    streamId: str, principal: Reader, hub: HubDep, session: DbSession
+    streamId: str, principal: Reader, streams: StreamsDep, session: DbSession
 ) -> StreamInfo:
     """How a stream stands: its status and how many chunks it has."""
-    stream = await hub.streams.visible(session, viewer(principal), streamId)
+    stream = await streams.visible(session, viewer(principal), streamId)
     return StreamInfo(
         stream_id=stream.id,
         agent_id=stream.agent_id,
@@ -82,7 +89,8 @@ async def stream_info(
 async def stream_events(
     streamId: str,
     principal: Reader,
-    hub: HubDep,
+    db: DatabaseDep,
+    streams: StreamsDep,
     last_event_id: Annotated[
         int | None,
         Header(alias="Last-Event-ID", ge=-1, le=MAX_INT, description="Resume after this chunk"),
@@ -93,20 +101,22 @@ async def stream_events(
 ) -> StreamingResponse:
     """The answer as Server-Sent Events, from the first chunk (or after ``Last-Event-ID``),
     live while it is written and in full afterwards, until the stream expires."""
-    async with hub.db.session(write=False) as session:
-        stream = await hub.streams.visible(session, viewer(principal), streamId)
+    async with db.session(write=False) as session:
+        stream = await streams.visible(session, viewer(principal), streamId)
     first = last_event_id + 1 if last_event_id is not None else (start or 0)
     return StreamingResponse(
-        hub.streams.follow(stream, first),
+        streams.follow(stream, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 @router.post("/api/streams/{streamId}/cancel", responses=errors(401, 403, 404, 409, 410))
-async def cancel_stream(streamId: str, principal: Commander, hub: HubDep) -> StreamCancelled:
+async def cancel_stream(
+    streamId: str, principal: Commander, streams: StreamsDep
+) -> StreamCancelled:
     """Stop a stream: it ends ``cancelled`` and the agent's generator is stopped."""
-    stream, previous = await hub.streams.cancel(viewer(principal), streamId)
+    stream, previous = await streams.cancel(viewer(principal), streamId)
     return StreamCancelled(
         stream_id=stream.id,
         status=stream.status,

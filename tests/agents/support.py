@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from kai.app import create_app
 from kai.config import Settings
-from kai.hub import Hub
+from kai.container import Container as Hub
 from tests.agents.processes import AgentProcess
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, bearer
 

@@ -11,8 +11,8 @@ from sqlalchemy import insert
 
 from kai.agents.models import AgentLog
 from kai.agents.quota import LogQuota
+from kai.container import Container as Hub
 from kai.db import utcnow
-from kai.hub import Hub
 from kai.kit.counters import COUNTS
 from tests.agents.conftest import ServerStarter
 from tests.agents.support import People, agent_socket

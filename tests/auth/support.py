@@ -17,7 +17,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from sqlalchemy import select
 
 from kai.auth.models import Session, User
-from kai.hub import Hub
+from kai.container import Container as Hub
 from tests.conftest import TEST_SECRET
 
 USER_KEYS = {"id", "email", "name", "role", "emailVerified", "createdAt"}

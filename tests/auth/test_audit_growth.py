@@ -13,8 +13,8 @@ from sqlalchemy import func, insert, inspect, select, text
 
 from kai.auth.audit import AuditLog
 from kai.auth.models import AuditEvent
+from kai.container import Container as Hub
 from kai.db import MIGRATIONS, Database, utcnow
-from kai.hub import Hub
 from tests.helpers import Api, bearer
 
 

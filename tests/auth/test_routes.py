@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from kai.hub import Hub
+from kai.container import Container as Hub
 from tests.auth.support import (
     SESSION_KEYS,
     USER_PERMISSIONS,

@@ -9,8 +9,8 @@ import httpx
 from sqlalchemy import update
 
 from kai.auth.models import RefreshToken, Session
+from kai.container import Container as Hub
 from kai.db import utcnow
-from kai.hub import Hub
 from tests.auth.support import (
     DEVELOPER_PERMISSIONS,
     USER_PERMISSIONS,

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
 from kai.auth.models import AuditEvent
-from kai.hub import Hub
+from kai.container import Container as Hub
 from kai.sdk import Agent, CommandContext, PeerError, SubtaskFailed, TaskContext
 from kai.sdk.client import KaiClient
 from tests.agents.support import HubServer, Person, eventually

@@ -16,7 +16,7 @@ import httpx
 import orjson
 from sqlalchemy import select
 
-from kai.hub import Hub
+from kai.container import Container as Hub
 from kai.work.models import StreamChunk
 from tests.agents.processes import REPO_ROOT, AgentProcess, child_env
 from tests.agents.support import Person

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from kai.hub import Hub
+from kai.container import Container as Hub
 from kai.work.models import Command
 from tests.agents.support import RawAgent, eventually
 

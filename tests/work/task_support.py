@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from kai.hub import Hub
+from kai.container import Container as Hub
 from kai.work.models import Task
 from tests.agents.support import Person, RawAgent, eventually
 from tests.realtime.client_support import Watcher

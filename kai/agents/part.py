@@ -1,0 +1,81 @@
+"""The agents part: the registry, the agents connected to this node, the relay between nodes,
+the agent socket, the client socket of an agent, and the hosted agents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from kai.agents import routes, socket
+from kai.agents.hosted import Supervisor
+from kai.agents.live import LiveAgents
+from kai.agents.protocol import Close
+from kai.agents.relay import Relay
+from kai.agents.service import Registry
+from kai.auth.part import Auth
+from kai.config import HostedAgent, Settings
+from kai.core import Core
+from kai.kit.wiring import Wiring
+from kai.realtime import routes as client_socket
+from kai.realtime.part import Realtime
+
+ROUTERS = (routes.router, socket.router, client_socket.router)
+
+
+@dataclass(slots=True)
+class Agents:
+    live: LiveAgents
+    relay: Relay
+    registry: Registry
+    supervisor: Supervisor
+
+
+def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agents:
+    settings, db, broker = core.settings, core.db, realtime.broker
+    live = LiveAgents()
+    relay = Relay(live, broker)
+    registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
+    supervisor = Supervisor(db, registry, hub_url=local_ws_url(settings))
+    identity = auth.identity
+    identity.kicks = lambda message: relay.spawn(broker.broadcast({"op": "kick", **message}))
+    identity.close_agents_of = lambda user_id: relay.close_owned_soon(
+        user_id, Close.OWNER_DISABLED, "Owner disabled"
+    )
+    wiring.provide(agents=registry, live=live, relay=relay)
+    wiring.listen(relay.on_broker_message)
+    wiring.writer("log-writer", registry.log_writer)
+    wiring.loop(
+        "presence-reaper", every=settings.agent_heartbeat_interval, work=registry.expire_presence
+    )
+    retention = timedelta(days=settings.log_retention_days)
+    wiring.loop(
+        "log-retention",
+        every=min(3600.0, retention.total_seconds() / 4),
+        work=lambda: registry.prune_logs(older_than=retention),
+    )
+
+    async def start_hosted() -> None:
+        await supervisor.start(hosted_agents(settings))
+
+    async def disconnect() -> None:
+        await supervisor.stop()
+        for agent in live.all():
+            await agent.close(Close.GOING_AWAY, "Hub shutting down")
+        await relay.drain()
+
+    wiring.starting(start_hosted)
+    wiring.stopping(disconnect)
+    return Agents(live=live, relay=relay, registry=registry, supervisor=supervisor)
+
+
+def hosted_agents(settings: Settings) -> list[HostedAgent]:
+    specs = list(settings.hosted_agents)
+    if settings.demo and not any(spec.name == "demo" for spec in specs):
+        specs.append(HostedAgent(name="demo", target="kai.demo:agent"))
+    return specs
+
+
+def local_ws_url(settings: Settings) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"ws://{host}:{settings.port}/ws/agent"

@@ -1,0 +1,88 @@
+"""What a part plugs into the hub when it registers: services, broker listeners, background loops,
+writers, and what runs when the hub starts and stops.
+
+Each part has one ``register()`` that builds its services and hands them, and what they need
+run, to a ``Wiring`` (its routers are a constant beside it, ``ROUTERS``, as the app mounts
+them before anything is built); the container starts and stops everything the parts registered, in
+order, so no part is wired by hand in the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from starlette.requests import HTTPConnection
+
+from kai.kit.batch import BatchWriter
+
+BrokerListener = Callable[[dict[str, Any]], Any]
+Hook = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSpec:
+    name: str
+    every: float
+    work: Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class NamedWriter:
+    name: str
+    writer: BatchWriter[Any]
+
+
+@dataclass
+class Wiring:
+    """Everything the parts registered, in the order they registered it."""
+
+    state: dict[str, Any] = field(default_factory=dict)
+    listeners: list[BrokerListener] = field(default_factory=list)
+    loops: list[LoopSpec] = field(default_factory=list)
+    writers: list[NamedWriter] = field(default_factory=list)
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+    def provide(self, **services: Any) -> None:
+        """Offer services to routes and sockets (see ``provided``)."""
+        for name, service in services.items():
+            if name in self.state:
+                raise ValueError(f"{name!r} is provided twice")
+            self.state[name] = service
+
+    def listen(self, listener: BrokerListener) -> None:
+        """Hear every control message the broker carries between nodes."""
+        self.listeners.append(listener)
+
+    def loop(self, name: str, *, every: float, work: Callable[[], Awaitable[object]]) -> None:
+        self.loops.append(LoopSpec(name, every, work))
+
+    def writer(self, name: str, writer: BatchWriter[Any]) -> None:
+        """A write-behind writer: started with the hub, flushed and closed when it stops."""
+        self.writers.append(NamedWriter(name, writer))
+
+    def starting(self, hook: Hook) -> None:
+        self.on_start.append(hook)
+
+    def stopping(self, hook: Hook) -> None:
+        """Run when the hub stops, before the writers close (last registered, first run)."""
+        self.on_stop.append(hook)
+
+
+def provided(connection: HTTPConnection, name: str) -> object:
+    """The service a part provided under ``name``, as a request or socket sees it."""
+    return getattr(connection.state, name)
+
+
+def dependency(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+    """A route dependency for the service provided under ``name``:
+    ``TasksDep = Annotated[Tasks, Depends(dependency("tasks", Tasks))]``."""
+
+    def get(connection: HTTPConnection) -> T:
+        return cast(T, getattr(connection.state, name))
+
+    get.__name__ = f"provided_{name}"
+    return get
