@@ -212,10 +212,11 @@ async def start(container: Container) -> None:
 
 
 async def stop(container: Container) -> None:
-    """Stop everything started, in order: loops, the parts' stop hooks, the broker, the writers
-    (flushing what they hold), the database."""
+    """Stop everything started, in order: loops, the parts' stop hooks (the last part built
+    stops first: hosted agents and agent sockets before client sockets), the broker, the
+    writers (flushing what they hold), the database."""
     await container.loops.stop()
-    for hook in container.wiring.on_stop:
+    for hook in reversed(container.wiring.on_stop):  # the parts above first
         await hook()
     await container.parts.realtime.broker.close()
     for named in container.wiring.writers:

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute
+from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 
 from kai.config import private_dir, private_file
 from kai.errors import KaiError
@@ -191,6 +193,7 @@ class Database:
         self.url = url
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
+        self._closing: set[asyncio.Task[None]] = set()
         writer = self.engine.execution_options(kai_write=True)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: async_sessionmaker[AsyncSession] = async_sessionmaker(
@@ -230,8 +233,32 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
-    async def dispose(self) -> None:
+    async def reconnect(self, *, grace: float = 10.0) -> None:
+        """Drop every pooled connection; new work opens fresh ones. Work that held a connection
+        meanwhile hands it back to the dropped pool, which is closed once it has them all (or
+        after ``grace`` seconds), so that no connection is left for the garbage collector."""
+        dropped = self.engine.sync_engine.pool
         await self.engine.dispose()
+        if _checked_out(dropped):
+            task = asyncio.create_task(_close_when_returned(dropped, grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def dispose(self) -> None:
+        for task in list(self._closing):
+            await task
+        await self.engine.dispose()
+
+
+def _checked_out(pool: Pool) -> int:
+    return pool.checkedout() if isinstance(pool, QueuePool) else 0
+
+
+async def _close_when_returned(pool: Pool, grace: float) -> None:
+    deadline = asyncio.get_running_loop().time() + grace
+    while _checked_out(pool) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await greenlet_spawn(pool.dispose)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

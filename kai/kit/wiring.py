@@ -68,7 +68,7 @@ class Wiring:
         self.on_start.append(hook)
 
     def stopping(self, hook: Hook) -> None:
-        """Run when the hub stops, before the writers close (last registered, first run)."""
+        """Run when the hub stops, before the writers close; the parts registered last stop first."""
         self.on_stop.append(hook)
 
 

@@ -164,7 +164,7 @@ def build_services(node: Node) -> Services:
     """Every component of this node, by name."""
 
     async def reconnect() -> None:
-        await node.db.engine.dispose()
+        await node.db.reconnect()
 
     async def storage_check() -> None:
         await asyncio.to_thread(node.files.storage.check)
