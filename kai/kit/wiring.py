@@ -68,7 +68,7 @@ class Wiring:
         self.on_start.append(hook)
 
     def stopping(self, hook: Hook) -> None:
-        """Run when the hub stops, before the writers close; the parts registered last stop first."""
+        """Run when the hub stops, before the writers close (the last registered runs first)."""
         self.on_stop.append(hook)
 
 
