@@ -1,12 +1,12 @@
 """The agents part: the registry, the agents connected to this node, the relay between nodes,
-the agent socket, the client socket of an agent, and the hosted agents."""
+the agent socket, the client socket of an agent (watch), and the hosted agents."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from kai.agents import routes, socket
+from kai.agents import routes, socket, watch
 from kai.agents.hosted import Supervisor
 from kai.agents.live import LiveAgents
 from kai.agents.protocol import Close
@@ -16,10 +16,9 @@ from kai.auth.part import Auth
 from kai.config import HostedAgent, Settings
 from kai.core import Core
 from kai.kit.wiring import Wiring
-from kai.realtime import routes as client_socket
 from kai.realtime.part import Realtime
 
-ROUTERS = (routes.router, socket.router, client_socket.router)
+ROUTERS = (routes.router, socket.router, watch.router)
 
 
 @dataclass(slots=True)

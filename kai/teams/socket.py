@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import cast
+from typing import Protocol, cast
 
 from fastapi import APIRouter, WebSocket
 
+from kai.agents.watch import viewer_of
+from kai.auth.sockets import Admission, admit
+from kai.db import Database
 from kai.errors import KaiError
+from kai.realtime.broker import Broker
+from kai.realtime.clients import Clients
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import team_log
 from kai.realtime.handlers import Handlers, already_authenticated, heartbeat, resume
-from kai.realtime.routes import SocketServices, admit, resume_point, serve, viewer_of
+from kai.realtime.serving import Serving, resume_point, serve
 from kai.teams.peers import Peers
 from kai.teams.service import Teams
 
@@ -30,7 +35,10 @@ def channel_handlers() -> Handlers:
 HANDLERS = channel_handlers()
 
 
-class TeamSocketServices(SocketServices):
+class TeamSocketServices(Admission, Serving, Protocol):
+    db: Database
+    broker: Broker
+    clients: Clients
     teams: Teams
     peers: Peers
 
