@@ -22,13 +22,13 @@ from sqlalchemy import select
 
 from kai.agents import backup, store
 from kai.agents.models import Agent, AgentLog
-from kai.agents.protocol import LEVELS
 from kai.agents.service import effective_status
 from kai.auth.models import User
 from kai.cli import _with_hub, agents_cli, app, users
 from kai.container import Container as Hub
 from kai.db import utcnow
 from kai.errors import NotFound
+from kai.protocol.agent import LEVELS
 from kai.work.models import PRIORITY_NAMES, TASK_FINAL, Task
 
 console = Console()

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kai.kit.bounds import MAX_INT, MAX_JSON_DEPTH, json_problem
+from kai.protocol.bounds import MAX_INT, MAX_JSON_DEPTH, json_problem
 from tests.helpers import Api, assert_problem, bearer
 
 HUGE = "99999999999999999999"

@@ -9,13 +9,13 @@ from datetime import timedelta
 from kai.agents import routes, socket, watch
 from kai.agents.hosted import Supervisor
 from kai.agents.live import LiveAgents
-from kai.agents.protocol import Close
 from kai.agents.relay import Relay
 from kai.agents.service import Registry
 from kai.auth.part import Auth
 from kai.config import HostedAgent, Settings
 from kai.core import Core
 from kai.kit.wiring import Wiring
+from kai.protocol.agent import Close
 from kai.realtime.part import Realtime
 
 ROUTERS = (routes.router, socket.router, watch.router)

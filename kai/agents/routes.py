@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 
 from kai.agents.deps import RegistryDep
-from kai.agents.protocol import LEVELS
 from kai.agents.schemas import (
     AgentOut,
     AgentsList,
@@ -28,10 +27,11 @@ from kai.auth.deps import DbSession, Require
 from kai.auth.rbac import Role
 from kai.auth.service import Principal
 from kai.db import utcnow
-from kai.kit.bounds import MAX_INT
 from kai.kit.openapi import errors
 from kai.kit.params import Offset
 from kai.kit.schemas import UtcDatetime, page_fields
+from kai.protocol.agent import LEVELS
+from kai.protocol.bounds import MAX_INT
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
 

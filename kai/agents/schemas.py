@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from kai.kit.bounds import FreeJson
 from kai.kit.schemas import Body, Page, Wire
+from kai.protocol.bounds import FreeJson
 
 AgentStatus = Literal["offline", "online", "busy", "restarting", "error"]
 AgentHealth = Literal["healthy", "degraded", "unhealthy", "unknown"]

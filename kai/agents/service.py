@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kai.agents import backup, store
 from kai.agents.live import LiveAgents
 from kai.agents.models import Agent, AgentLog
-from kai.agents.protocol import Close
 from kai.agents.quota import Admitted, LogQuota, log_size
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
@@ -29,6 +28,7 @@ from kai.db import Database, after_commit, delete_before, utcnow
 from kai.errors import Conflict, NotFound
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
+from kai.protocol.agent import Close
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import StoredFile

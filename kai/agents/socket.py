@@ -16,7 +16,13 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, Web
 from kai.agents import store
 from kai.agents.live import LiveAgent, LiveAgents
 from kai.agents.models import Agent
-from kai.agents.protocol import (
+from kai.agents.relay import Relay
+from kai.agents.service import Registry
+from kai.auth.audit import AuditLog
+from kai.auth.tokens import digest
+from kai.config import Settings
+from kai.db import Database, new_id, utcnow
+from kai.protocol.agent import (
     AGENT_MESSAGE,
     AGENT_MESSAGE_TYPES,
     COORDINATION_TYPES,
@@ -34,12 +40,6 @@ from kai.agents.protocol import (
     TaskProgress,
     TaskResult,
 )
-from kai.agents.relay import Relay
-from kai.agents.service import Registry
-from kai.auth.audit import AuditLog
-from kai.auth.tokens import digest
-from kai.config import Settings
-from kai.db import Database, new_id, utcnow
 from kai.realtime.broker import Broker
 from kai.server import mark_authenticated
 from kai.teams.peers import Peers

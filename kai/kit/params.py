@@ -7,6 +7,6 @@ from typing import Annotated
 
 from fastapi import Query
 
-from kai.kit.bounds import MAX_INT
+from kai.protocol.bounds import MAX_INT
 
 Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip")]

@@ -11,10 +11,10 @@ from pydantic import Field
 from kai.auth.deps import AuditDep, ClientDep, Require, authorize
 from kai.auth.service import Principal
 from kai.db import utcnow
-from kai.kit.bounds import TypedJson
 from kai.kit.openapi import errors
 from kai.kit.schemas import Body, Wire
 from kai.ops.deps import RuntimeDep
+from kai.protocol.bounds import TypedJson
 from kai.realtime.deps import BrokerDep
 
 router = APIRouter(prefix="/api/config", tags=["ops"])

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kai.db import utcnow
-from kai.kit.bounds import MAX_SEQ
+from kai.protocol.bounds import MAX_SEQ
 from kai.realtime.connection import ClientConnection
 
 Handler = Callable[[ClientConnection, dict[str, Any]], Awaitable[None]]

@@ -10,8 +10,8 @@ import orjson
 from fastapi import WebSocket
 
 from kai.config import Settings
-from kai.kit.bounds import MAX_SEQ, json_problem
 from kai.kit.ratelimit import Limiter
+from kai.protocol.bounds import MAX_SEQ, json_problem
 from kai.realtime.connection import ClientConnection
 from kai.realtime.handlers import BadMessage, Handlers
 

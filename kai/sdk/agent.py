@@ -36,7 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from kai import __version__
-from kai.agents.protocol import FINAL_CLOSE_CODES, MAX_LOG_BATCH, Close
+from kai.protocol.agent import FINAL_CLOSE_CODES, MAX_LOG_BATCH, Close
 from kai.sdk.logbridge import HubLogHandler
 from kai.sdk.peers import Coordinator, Peer, Team
 from kai.sdk.stats import WorkStats

@@ -7,7 +7,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-from kai.agents.protocol import MAX_LOG_BATCH, MAX_LOG_MESSAGE
+from kai.protocol.agent import MAX_LOG_BATCH, MAX_LOG_MESSAGE
 
 _QUIET = ("websockets", "asyncio", "kai.sdk.connection")
 _QUIET_CHILDREN = tuple(f"{name}." for name in _QUIET)  # not "asyncio_jobs": a logger of its own

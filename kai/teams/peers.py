@@ -23,7 +23,14 @@ from starlette.websockets import WebSocketState
 
 from kai.agents.live import LiveAgent, LiveAgents
 from kai.agents.models import Agent
-from kai.agents.protocol import (
+from kai.agents.relay import Relay
+from kai.agents.service import Registry, Viewer
+from kai.auth.models import User
+from kai.config import Settings
+from kai.db import Database
+from kai.errors import BadRequest, KaiError, NotFound
+from kai.kit.counters import COUNTS
+from kai.protocol.agent import (
     Coordination,
     PeerCommand,
     PeerStream,
@@ -34,13 +41,6 @@ from kai.agents.protocol import (
     TeamPublish,
     Unsubscribe,
 )
-from kai.agents.relay import Relay
-from kai.agents.service import Registry, Viewer
-from kai.auth.models import User
-from kai.config import Settings
-from kai.db import Database
-from kai.errors import BadRequest, KaiError, NotFound
-from kai.kit.counters import COUNTS
 from kai.realtime.broker import Broker
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import dumps, team_log

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import insert
 
 from kai.agents.live import LiveAgents
-from kai.agents.protocol import CommandResult
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer, effective_status
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, GatewayTimeout
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
+from kai.protocol.agent import CommandResult
 from kai.realtime.broker import Broker
 from kai.work.models import Command
 

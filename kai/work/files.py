@@ -35,7 +35,7 @@ from kai.auth.models import User
 from kai.config import Settings
 from kai.db import Database, after_commit, new_id, utcnow
 from kai.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
-from kai.kit.bounds import json_problem
+from kai.protocol.bounds import json_problem
 from kai.work.models import StoredFile
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kai.kit.bounds import FreeJson
 from kai.kit.schemas import Body, Page, Wire
+from kai.protocol.bounds import FreeJson
 
 CommandName = Annotated[str, Field(min_length=1, max_length=200, examples=["echo"])]
 

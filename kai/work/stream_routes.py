@@ -11,8 +11,8 @@ from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, Require
 from kai.auth.service import Principal
 from kai.core import DatabaseDep, SettingsDep
-from kai.kit.bounds import MAX_INT
 from kai.kit.openapi import errors
+from kai.protocol.bounds import MAX_INT
 from kai.work.deps import StreamsDep
 from kai.work.schemas import StreamCancelled, StreamInfo, StreamOpened, StreamRequest
 

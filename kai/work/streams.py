@@ -20,14 +20,14 @@ import orjson
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kai.agents.protocol import StreamChunk as ChunkMessage
-from kai.agents.protocol import StreamEnd
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer, effective_status
 from kai.config import Settings
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, Gone, NotFound
 from kai.kit.batch import BatchWriter
+from kai.protocol.agent import StreamChunk as ChunkMessage
+from kai.protocol.agent import StreamEnd
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import Stream, StreamChunk

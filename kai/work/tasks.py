@@ -26,13 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.live import LiveAgents
 from kai.agents.models import Agent
-from kai.agents.protocol import TaskProgress, TaskResult
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
 from kai.config import Settings
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, NotFound
 from kai.kit.counters import COUNTS
+from kai.protocol.agent import TaskProgress, TaskResult
 from kai.realtime.broker import Broker
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
 

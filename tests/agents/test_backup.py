@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from tests.agents import sample
 from tests.agents.processes import STOPPED_BY_HUB, Launcher, child_env, run_cli
 from tests.agents.support import HubServer, People, agent_socket, eventually

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from tests.agents import sample
 from tests.agents.processes import STOPPED_BY_HUB, Launcher
 from tests.agents.support import HubServer, People, agent_socket, refused

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kai.agents.protocol import MAX_LOG_BATCH
+from kai.protocol.agent import MAX_LOG_BATCH
 from tests.agents.support import HubServer, People, Person, agent_socket
 from tests.helpers import assert_problem
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as connect_sync
 
-from kai.agents.protocol import AGENT_MESSAGE, MAX_LOG_BATCH, Heartbeat, Hello
+from kai.protocol.agent import AGENT_MESSAGE, MAX_LOG_BATCH, Heartbeat, Hello
 from tests.agents.conftest import ServerStarter
 from tests.agents.support import HubServer, People, agent_socket
 

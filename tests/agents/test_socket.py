@@ -10,8 +10,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from kai.agents.live import LiveAgent
-from kai.agents.protocol import Close
 from kai.agents.socket import SocketChannel
+from kai.protocol.agent import Close
 from tests.agents import sample
 from tests.agents.conftest import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from tests.agents.processes import STOPPED_BY_HUB, Launcher

@@ -15,9 +15,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Route, WebSocketRoute
 
-from kai.agents.protocol import AGENT_MESSAGE_TYPES
 from kai.app import create_app
 from kai.config import Settings
+from kai.protocol.agent import AGENT_MESSAGE_TYPES
 from kai.realtime.handlers import default_handlers
 from kai.teams.socket import HANDLERS as TEAM_HANDLERS
 from tests.agents.processes import REPO_ROOT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kai.agents.protocol import MAX_LOG_BATCH
+from kai.protocol.agent import MAX_LOG_BATCH
 from kai.realtime.connection import ClientConnection
 from tests.agents.support import HubServer, People, RawAgent, agent_socket, eventually
 from tests.realtime import client_support as support

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from kai.agents.protocol import AGENT_MESSAGE, AGENT_MESSAGE_TYPES, PROTOCOL_VERSION
+from kai.protocol.agent import AGENT_MESSAGE, AGENT_MESSAGE_TYPES, PROTOCOL_VERSION
 from kai.sdk import Agent, AgentStopped
 from tests.agents.support import eventually
 from tests.services import free_port

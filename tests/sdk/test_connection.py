@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from kai.sdk import Agent, AgentStopped, TaskContext
 from kai.sdk.agent import BACKOFF_BASE
 from tests.agents.support import eventually

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kai.agents.protocol import MAX_LOG_BATCH, Close
+from kai.protocol.agent import MAX_LOG_BATCH, Close
 from kai.sdk import Agent
 from tests.sdk.support import FakeHub, running, until
 

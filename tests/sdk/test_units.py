@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kai.agents.protocol import MAX_LOG_MESSAGE
+from kai.protocol.agent import MAX_LOG_MESSAGE
 from kai.sdk.logbridge import HubLogHandler
 from kai.sdk.stats import WorkStats
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from kai.sdk import Agent
 from kai.sdk.client import KaiClient
 from tests.agents.support import HubServer, People, eventually

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from kai.sdk import Agent, SubtaskFailed
 from tests.agents.support import HubServer, People, eventually
 from tests.teams.support import (

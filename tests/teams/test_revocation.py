@@ -6,7 +6,7 @@ again after a reconnect."""
 
 from __future__ import annotations
 
-from kai.agents.protocol import Close
+from kai.protocol.agent import Close
 from kai.sdk import Agent
 from tests.agents.support import HubServer, People, eventually
 from tests.realtime.client_support import watch

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
-from kai.kit.bounds import MAX_INT, MAX_SEQ, within_bounds
+from kai.protocol.bounds import MAX_INT, MAX_SEQ, within_bounds
 
 PROTOCOL_VERSION: Final = 1
 MAX_LOG_BATCH: Final = 500
