@@ -9,6 +9,7 @@ from datetime import timedelta
 from kai.agents import routes, socket, watch
 from kai.agents.hosted import Supervisor
 from kai.agents.live import LiveAgents
+from kai.agents.messages import AgentMessages
 from kai.agents.relay import Relay
 from kai.agents.service import Registry
 from kai.auth.part import Auth
@@ -27,6 +28,7 @@ class Agents:
     relay: Relay
     registry: Registry
     supervisor: Supervisor
+    messages: AgentMessages
 
 
 def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agents:
@@ -40,7 +42,8 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agen
     identity.close_agents_of = lambda user_id: relay.close_owned_soon(
         user_id, Close.OWNER_DISABLED, "Owner disabled"
     )
-    wiring.provide(agents=registry, live=live, relay=relay)
+    messages = AgentMessages()
+    wiring.provide(agents=registry, live=live, relay=relay, agent_messages=messages)
     wiring.listen(relay.on_broker_message)
     wiring.writer("log-writer", registry.log_writer)
     wiring.loop(
@@ -64,7 +67,9 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agen
 
     wiring.starting(start_hosted)
     wiring.stopping(disconnect)
-    return Agents(live=live, relay=relay, registry=registry, supervisor=supervisor)
+    return Agents(
+        live=live, relay=relay, registry=registry, supervisor=supervisor, messages=messages
+    )
 
 
 def hosted_agents(settings: Settings) -> list[HostedAgent]:

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, Web
 
 from kai.agents import store
 from kai.agents.live import LiveAgent, LiveAgents
+from kai.agents.messages import AgentMessages
 from kai.agents.models import Agent
 from kai.agents.relay import Relay
 from kai.agents.service import Registry
@@ -30,22 +31,13 @@ from kai.protocol.agent import (
     PROTOCOL_VERSION,
     AnyAgentMessage,
     Close,
-    CommandResult,
     Heartbeat,
     Hello,
     LogBatch,
     StatusReport,
-    StreamChunk,
-    StreamEnd,
-    TaskProgress,
-    TaskResult,
 )
 from kai.realtime.broker import Broker
 from kai.server import mark_authenticated
-from kai.teams.peers import Peers
-from kai.work.commands import Commands
-from kai.work.streams import Streams
-from kai.work.tasks import Tasks
 
 log = logging.getLogger("kai.agents.socket")
 router = APIRouter()
@@ -88,10 +80,7 @@ class AgentSocketServices(Protocol):
     live: LiveAgents
     relay: Relay
     broker: Broker
-    commands: Commands
-    tasks: Tasks
-    streams: Streams
-    peers: Peers
+    agent_messages: AgentMessages
 
 
 def _bearer(websocket: WebSocket) -> str | None:
@@ -174,13 +163,13 @@ class AgentConnection:
     async def _cleanup(self, close_code: int | None) -> None:
         """Undo this connection's registration; no step's failure skips the next."""
         ours = self.hub.live.detach(self.live)
-        try:
-            await self.hub.peers.left(self.live)
-        except Exception:
-            log.exception("agent %s: could not drop its peer work", self.agent_id)
         if ours:
             self.hub.relay.forget_agent(self.agent_id)
-            await self._end_streams()
+        for hook in self.hub.agent_messages.left:
+            try:
+                await hook(self.live, ours)
+            except Exception:
+                log.exception("agent %s: %s failed on leaving", self.agent_id, hook.__name__)
         await self._went_away(close_code)
 
     async def _receive_loop(self) -> int | None:
@@ -272,22 +261,12 @@ class AgentConnection:
             await self._status(message)
         elif isinstance(message, LogBatch):
             await self._logs(message)
-        elif isinstance(message, CommandResult):
-            await self.hub.commands.answered(self.agent_id, message)
-        elif isinstance(message, TaskProgress):
-            await self.hub.tasks.progressed(self.agent_id, self.live.connection_id, message)
-        elif isinstance(message, TaskResult):
-            await self.hub.tasks.finished(self.agent_id, message)
-        elif isinstance(message, StreamChunk):
-            refused = await self.hub.streams.chunk(self.agent_id, message)
-            if refused is not None:
-                await self._error(refused, streamId=message.stream_id)
-        elif isinstance(message, StreamEnd):
-            refused = await self.hub.streams.ended(self.agent_id, message)
-            if refused is not None:
-                await self._error(refused, streamId=message.stream_id)
-        else:  # working with peers and teams
-            await self.hub.peers.handle(self.live, message)
+        else:  # work, and working with peers: the parts above registered their handlers
+            handler = self.hub.agent_messages.handler(message)
+            if handler is None:
+                await self._error(f"Unknown message type: {message.type}")
+            else:
+                await handler(self.live, message)
 
     def _presence(self) -> dict[str, Any]:
         now = utcnow()
@@ -331,8 +310,8 @@ class AgentConnection:
         await self.live.send({"type": "hello_ack", "status": "online", "timestamp": now})
         await self._present()
         await self.hub.relay.status(self.agent_id, status="online", health="healthy", at=now)
-        if self.live.task_types:
-            await self.hub.tasks.wake(self.agent_id)
+        for hook in self.hub.agent_messages.ready:
+            await hook(self.live)
         log.info("agent %s online (%s %s)", self.agent_id, hello.name, hello.version)
 
     async def _present(self) -> None:
@@ -361,8 +340,9 @@ class AgentConnection:
             updated = await store.set_state_if_connection(
                 session, self.agent_id, self.live.connection_id, **values
             )
-        if updated and self.live.task_types:
-            await self.hub.tasks.renew(self.agent_id, self.live.connection_id)
+        if updated:
+            for hook in self.hub.agent_messages.renewed:
+                await hook(self.live)
         await self._present()
         if updated and changed:
             await self.hub.relay.status(
@@ -432,12 +412,6 @@ class AgentConnection:
                 maxBytes=quota.max_bytes,
                 window=quota.window,
             )
-
-    async def _end_streams(self) -> None:
-        try:
-            await self.hub.streams.agent_left(self.agent_id)
-        except Exception:
-            log.exception("agent %s: could not end its streams", self.agent_id)
 
     async def _went_away(self, code: int | None) -> None:
         """Record that this connection ended, unless a newer one already took over."""

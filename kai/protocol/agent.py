@@ -263,17 +263,19 @@ class TeamPublish(_Message):
     data: Any = None
 
 
+COORDINATION_MESSAGES: Final = (
+    PeerCommand,
+    PeerTask,
+    PeerTaskStatus,
+    PeerTaskCancel,
+    PeerStream,
+    Subscribe,
+    Unsubscribe,
+    TeamPublish,
+)
 COORDINATION_TYPES: Final = frozenset(
-    {
-        "peer_command",
-        "peer_task",
-        "peer_task_status",
-        "peer_task_cancel",
-        "peer_stream",
-        "subscribe",
-        "unsubscribe",
-        "team_publish",
-    }
+    kind.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for kind in COORDINATION_MESSAGES
 )
 Coordination = (
     PeerCommand

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kai.agents.live import LiveAgent
 from kai.agents.part import Agents
 from kai.auth.part import Auth
 from kai.core import Core
 from kai.kit.wiring import Wiring
+from kai.protocol.agent import COORDINATION_MESSAGES
 from kai.realtime.part import Realtime
 from kai.teams import routes, socket
 from kai.teams.peers import Peers
@@ -41,4 +43,10 @@ def register(
     )
     wiring.provide(teams=teams, peers=peers)
     wiring.listen(peers.on_broker_message)
+    agents.messages.handle_each(COORDINATION_MESSAGES, peers.handle)
+
+    async def drop_peer_work(live: LiveAgent, ours: bool) -> None:
+        await peers.left(live)
+
+    agents.messages.on_left(drop_peer_work)
     return TeamsPart(teams=teams, peers=peers)

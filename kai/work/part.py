@@ -10,6 +10,7 @@ from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.realtime.part import Realtime
 from kai.work import file_routes, routes, stream_routes
+from kai.work.agent_messages import AgentWork
 from kai.work.commands import Commands
 from kai.work.files import Files
 from kai.work.socket import command_execute
@@ -51,6 +52,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
     realtime.handlers.register(
         "command_execute", command_execute(auth.audit, relay, commands, settings)
     )
+    AgentWork(commands, tasks, streams).register(agents.messages)
     wiring.writer("stream-chunk-writer", streams.writer)
     wiring.writer("command-record-writer", commands.records)
     wiring.loop("task-dispatch", every=settings.task_dispatch_interval, work=tasks.dispatch_waiting)
