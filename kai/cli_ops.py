@@ -223,7 +223,7 @@ def agents_backup(
             async with hub.db.session(write=False) as session:
                 logs = await store.all_logs(session, found.id)
                 progress.advance(step)
-                work = await backup.work_of(session, found.id)
+                work = await hub.agents.backups.work_of(session, found.id)
                 progress.advance(step)
             backup_id = await asyncio.to_thread(
                 backup.write, hub.agents.backup_dir, agent=found, logs=logs, work=work

@@ -5,12 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Select, insert, inspect, select
+from sqlalchemy import Select, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents import store
@@ -18,20 +19,67 @@ from kai.agents.models import Agent, AgentLog
 from kai.auth import store as users
 from kai.db import Base, UTCDateTime, utcnow
 from kai.errors import BadRequest, Conflict
-from kai.work.models import Command, StoredFile, Stream, StreamChunk, Task
 
 FORMAT: Final = "kai-agent-backup"
 VERSION: Final = 2
 READABLE: Final = frozenset({1, 2})  # version 1 held the agent and its logs only
 
-# The agent's work, in the order it is restored (a stream before its chunks).
-WORK: Final[dict[str, type[Base]]] = {
-    "commands": Command,
-    "tasks": Task,
-    "streams": Stream,
-    "streamChunks": StreamChunk,
-    "files": StoredFile,
-}
+Row = dict[str, Any]
+
+
+def _as_is(row: Row) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TablePart:
+    """One table of an agent's work, as the part that owns it registered it for backups."""
+
+    name: str  # its key in the archive's ``work``
+    model: type[Base]
+    rows: Callable[[str], Select[Any]]  # the query for one agent's rows
+    # A restored row made consistent (work that was under way comes back ready to go on).
+    settle: Callable[[Row], None] = _as_is
+    # Run on the rows about to be restored, before they are inserted.
+    prepare: Callable[[AsyncSession, list[Row]], Awaitable[None]] | None = None
+    # The agent is deleted without a backup: what to let go of besides the rows.
+    discard: Callable[[AsyncSession, list[Base]], None] | None = None
+
+
+class Backups:
+    """The parts an agent's backup gathers, in the order they are restored (a stream before
+    its chunks); each part above the agents part registers its own tables."""
+
+    def __init__(self) -> None:
+        self.parts: list[TablePart] = []
+
+    def add(self, part: TablePart) -> None:
+        if any(known.name == part.name for known in self.parts):
+            raise ValueError(f"a backup part named {part.name!r} exists already")
+        self.parts.append(part)
+
+    async def work_of(self, session: AsyncSession, agent_id: str) -> dict[str, list[Base]]:
+        """Every row of the agent's work, by table, for its backup."""
+        return {part.name: list(await session.scalars(part.rows(agent_id))) for part in self.parts}
+
+    def discard(self, session: AsyncSession, work: dict[str, list[Base]]) -> None:
+        for part in self.parts:
+            if part.discard is not None:
+                part.discard(session, work.get(part.name, []))
+
+    async def restore(self, session: AsyncSession, document: dict[str, Any]) -> Agent:
+        """Insert the archived agent, its logs and its work; it comes back offline."""
+        agent = await _restore_agent(session, document)
+        work = document.get("work") or {}
+        for part in self.parts:
+            rows = [_columns(part.model, row) for row in work.get(part.name, [])]
+            for row in rows:
+                part.settle(row)
+            if part.prepare is not None:
+                await part.prepare(session, rows)
+            if rows:
+                await session.execute(insert(part.model), rows)
+        return agent
 
 
 def _row(obj: Base) -> dict[str, Any]:
@@ -40,23 +88,6 @@ def _row(obj: Base) -> dict[str, Any]:
         value = getattr(obj, column.key)
         values[column.key] = value.isoformat() if isinstance(value, datetime) else value
     return values
-
-
-async def work_of(session: AsyncSession, agent_id: str) -> dict[str, list[Base]]:
-    """Every row of the agent's work, by table, for its backup."""
-    found: dict[str, list[Base]] = {}
-    for name, model in WORK.items():
-        query: Select[Any]
-        if model is StreamChunk:
-            query = (
-                select(StreamChunk)
-                .join(Stream, Stream.id == StreamChunk.stream_id)
-                .where(Stream.agent_id == agent_id)
-            )
-        else:
-            query = select(model).where(model.agent_id == agent_id)  # type: ignore[attr-defined]
-        found[name] = list(await session.scalars(query))
-    return found
 
 
 def write(
@@ -110,7 +141,7 @@ def _columns(model: type[Base], values: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-async def restore(session: AsyncSession, document: dict[str, Any]) -> Agent:
+async def _restore_agent(session: AsyncSession, document: dict[str, Any]) -> Agent:
     """Insert the archived agent and its logs; it comes back offline, with its old token."""
     values = _columns(Agent, document["agent"])
     if await store.get(session, values["id"]) is not None:
@@ -134,35 +165,4 @@ async def restore(session: AsyncSession, document: dict[str, Any]) -> Agent:
     for log in logs:
         log.pop("id", None)
     await store.add_logs(session, logs)
-    work = document.get("work") or {}
-    for name, model in WORK.items():
-        rows = [_columns(model, row) for row in work.get(name, [])]
-        for row in rows:
-            _settle(name, row)
-        if name == "tasks":
-            await _drop_lost_parents(session, rows)
-        if rows:
-            await session.execute(insert(model), rows)
     return agent
-
-
-async def _drop_lost_parents(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """A subtask whose parent task is gone (its agent deleted) comes back without one."""
-    parents = {row["parent_id"] for row in rows if row.get("parent_id")}
-    if not parents:
-        return
-    here = {row["id"] for row in rows}
-    found = set(await session.scalars(select(Task.id).where(Task.id.in_(parents))))
-    for row in rows:
-        if row.get("parent_id") and row["parent_id"] not in found | here:
-            row["parent_id"] = None
-
-
-def _settle(table: str, row: dict[str, Any]) -> None:
-    """Work that was under way when the agent was deleted comes back ready to go on."""
-    if table == "tasks" and row.get("status") == "running":
-        row.update(status="queued", lease_owner=None, lease_expires_at=None)
-    elif table == "streams" and row.get("status") in ("pending", "running"):
-        row.update(status="failed", error="The agent was deleted", completed_at=utcnow())
-    elif table == "commands" and row.get("status") == "pending":
-        row.update(status="failed", error="The agent was deleted", completed_at=utcnow())

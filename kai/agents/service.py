@@ -31,7 +31,6 @@ from kai.kit.counters import COUNTS
 from kai.protocol.agent import Close
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
-from kai.work.models import StoredFile
 
 log = logging.getLogger("kai.agents")
 AGENT_NOT_FOUND = "Agent not found"
@@ -73,6 +72,7 @@ class Registry:
         self, settings: Settings, *, db: Database, live: LiveAgents, relay: Relay, broker: Broker
     ) -> None:
         self.settings = settings
+        self.backups = backup.Backups()  # the parts above register their tables
         self.db = db
         self.live = live
         self.relay = relay
@@ -115,10 +115,6 @@ class Registry:
     @property
     def backup_dir(self) -> Path:
         return self.settings.data_dir / "backups" / "agents"
-
-    @property
-    def files_dir(self) -> Path:
-        return self.settings.data_dir / "files"
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -243,16 +239,14 @@ class Registry:
         Call ``flush_logs`` before ``session`` begins, so that the backup holds every record.
         """
         backup_id = None
-        work = await backup.work_of(session, agent.id)
+        work = await self.backups.work_of(session, agent.id)
         if keep_backup:
             logs = await store.all_logs(session, agent.id)
             backup_id = await asyncio.to_thread(
                 backup.write, self.backup_dir, agent=agent, logs=logs, work=work
             )
-        else:  # the uploaded bytes go too; a backup keeps them for its restore
-            files = [row for row in work["files"] if isinstance(row, StoredFile)]
-            stored = [self.files_dir / row.storage_name for row in files]
-            after_commit(session, lambda: _unlink_all(stored))
+        else:
+            self.backups.discard(session, work)
         await store.remove(session, agent.id)
         self._close_after_commit(session, agent.id, Close.DELETED, "Agent deleted")
         after_commit(session, lambda: self.relay.spawn(self._forget(agent.id)))
@@ -365,7 +359,7 @@ class Registry:
     async def restore(self, session: AsyncSession, archive: Path) -> Agent:
         """Bring back a deleted agent from its backup archive."""
         data = await asyncio.to_thread(backup.read, archive)
-        return await backup.restore(session, data)
+        return await self.backups.restore(session, data)
 
     async def flush_logs(self) -> None:
         """Write the log records this node holds. Call it before a unit of work begins: on
@@ -417,8 +411,3 @@ class Registry:
         """Delete the log records older than ``older_than``, in batches."""
         before = utcnow() - older_than
         return await delete_before(self.db, AgentLog.id, AgentLog.timestamp, before)
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)

@@ -87,6 +87,11 @@ class Storage:
     def new_name(self) -> str:
         return secrets.token_hex(16)
 
+    @staticmethod
+    def unlink_all(paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
     def check(self) -> None:
         """Raise if the storage cannot be written."""
         self.prepare()
@@ -218,7 +223,7 @@ class Files:
         self.db = db
         self.registry = registry
         self.relay = relay
-        self.storage = Storage(registry.files_dir)
+        self.storage = Storage(settings.data_dir / "files")
         self.received_bytes = 0
 
     async def used(self, session: AsyncSession, user_id: str) -> int:

@@ -9,7 +9,7 @@ from kai.auth.part import Auth
 from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.realtime.part import Realtime
-from kai.work import file_routes, routes, stream_routes
+from kai.work import backup, file_routes, routes, stream_routes
 from kai.work.agent_messages import AgentWork
 from kai.work.commands import Commands
 from kai.work.files import Files
@@ -53,6 +53,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         "command_execute", command_execute(auth.audit, relay, commands, settings)
     )
     AgentWork(commands, tasks, streams).register(agents.messages)
+    backup.register(registry.backups, files.storage)
     wiring.writer("stream-chunk-writer", streams.writer)
     wiring.writer("command-record-writer", commands.records)
     wiring.loop("task-dispatch", every=settings.task_dispatch_interval, work=tasks.dispatch_waiting)
