@@ -8,5 +8,6 @@ def load_all() -> None:
     import kai.agents.models
     import kai.auth.models
     import kai.ops.runtime
+    import kai.realtime.models
     import kai.teams.models
     import kai.work.models  # noqa: F401

@@ -279,23 +279,32 @@ async def test_no_banner_once_users_exist(hub: Hub, capsys: pytest.CaptureFixtur
 def test_migrate_check_and_admin_commands_never_upgrade_a_schema_behind(tmp_path: Path) -> None:
     """`kai migrate --check` lists what is pending (exit 1) or says none (exit 0); an admin
     command on a database behind this kai refuses instead of migrating it under older nodes."""
-    from kai.db import migrate
+    from alembic.script import ScriptDirectory
+
+    from kai.db import MIGRATIONS, migrate
+
+    # A database an older release left behind: one migration before this kai's head.
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    head = scripts.get_current_head()
+    assert head is not None
+    behind = scripts.get_revision(head).down_revision
+    assert isinstance(behind, str)
 
     data = tmp_path / "data"
     data.mkdir()
     env = kai_env(data)
     url = f"sqlite+aiosqlite:///{data / 'kai.db'}"
-    migrate(url, "0007")  # a database an older release left behind
+    migrate(url, behind)
 
     check = kai(env, "migrate", "--check")
     assert check.returncode == 1, check.stderr
-    assert "schema at 0007; pending: ['0008']" in check.stdout
+    assert f"schema at {behind}; pending: ['{head}']" in check.stdout
 
     refused = kai(env, "users", "list")
     assert refused.returncode == 1
     assert "1 migrations pending" in refused.stderr
     assert "run `kai migrate` first" in refused.stderr
-    assert asyncio.run(_revision(url)) == "0007"  # untouched
+    assert asyncio.run(_revision(url)) == behind  # untouched
 
     done = kai(env, "migrate")
     assert done.returncode == 0, done.stderr

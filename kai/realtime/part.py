@@ -11,6 +11,7 @@ from kai.kit.wiring import Wiring
 from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers, default_handlers
+from kai.realtime.outbox import EventOutbox
 from kai.realtime.redis_broker import RedisBroker
 
 ROUTERS = ()  # the client socket of an agent is served by the agents part
@@ -22,6 +23,7 @@ class Realtime:
     limiter: Limiter
     clients: Clients
     handlers: Handlers
+    outbox: EventOutbox
 
 
 def register(core: Core, wiring: Wiring) -> Realtime:
@@ -38,9 +40,18 @@ def register(core: Core, wiring: Wiring) -> Realtime:
     else:
         broker, limiter = MemoryBroker(node_id=core.node_id, window=window), MemoryLimiter()
     clients = Clients()
-    part = Realtime(broker=broker, limiter=limiter, clients=clients, handlers=default_handlers())
+    outbox = EventOutbox(core.db, broker)
+    part = Realtime(
+        broker=broker,
+        limiter=limiter,
+        clients=clients,
+        handlers=default_handlers(),
+        outbox=outbox,
+    )
     wiring.provide(broker=broker, limiter=limiter, clients=clients, handlers=part.handlers)
     wiring.listen(clients.on_broker_message)
+    wiring.writer("event-outbox-cleaner", outbox.cleaner)
+    wiring.loop("event-outbox-relay", every=2.0, work=outbox.relay_left_behind)
 
     async def close_clients() -> None:
         clients.close_all()

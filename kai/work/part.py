@@ -39,7 +39,15 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         live=live,
         record_interval=settings.log_flush_interval,
     )
-    tasks = Tasks(settings, db, registry=registry, relay=relay, broker=broker, live=live)
+    tasks = Tasks(
+        settings,
+        db,
+        registry=registry,
+        relay=relay,
+        broker=broker,
+        live=live,
+        outbox=realtime.outbox,
+    )
     streams = Streams(settings, db, registry=registry, relay=relay, broker=broker)
     files = Files(settings, db, registry=registry, relay=relay)
     wiring.provide(commands=commands, tasks=tasks, streams=streams, files=files)

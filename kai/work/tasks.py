@@ -34,6 +34,7 @@ from kai.errors import BadRequest, Conflict, NotFound
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import TaskProgress, TaskResult
 from kai.realtime.broker import Broker
+from kai.realtime.outbox import EventOutbox, Staged
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
 
 log = logging.getLogger("kai.work.tasks")
@@ -68,6 +69,7 @@ class Tasks:
         relay: Relay,
         broker: Broker,
         live: LiveAgents,
+        outbox: EventOutbox,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -75,6 +77,7 @@ class Tasks:
         self.relay = relay
         self.broker = broker
         self.live = live
+        self.outbox = outbox
         self._locks: dict[str, asyncio.Lock] = {}
         self._again: set[str] = set()
         self._means: dict[str, tuple[float, timedelta | None]] = {}
@@ -134,6 +137,7 @@ class Tasks:
         try:
             async with self.db.session() as session:
                 session.add(task)
+                staged = await self._stage(session, [task])
         except IntegrityError:
             # The same key was created at the same moment by a retry racing this one.
             async with self.db.session(write=False) as session:
@@ -141,7 +145,7 @@ class Tasks:
             if existing is None:
                 raise
             return self._replayed(existing, digest), True
-        await self._announce([task])
+        await self._announce([task], staged)
         await self.wake(agent_id)
         return task, False
 
@@ -225,13 +229,15 @@ class Tasks:
                 raise Conflict(f"Task already {previous}", currentStatus=previous)
             _cancelled(task, "Cancelled")
             children = await self._cancel_subtasks(session, [task.id])
+            cancelled = [task, *(child for child, _ in children)]
+            staged = await self._stage(session, cancelled)
         stopped = [(task, previous), *children]
         # The agents stop first: an agent waiting on a subtask cancelled with its own task is
         # cancelled, rather than woken by the news that the subtask was.
         for each, was in stopped:
             if was == "running":
                 await self.relay.deliver(each.agent_id, {"type": "cancel", "id": each.id})
-        await self._announce([task, *(child for child, _ in children)])
+        await self._announce(cancelled, staged)
         for agent_id in {each.agent_id for each, was in stopped if was == "running"}:
             await self.wake(agent_id)  # their slots are free again
         return task, previous
@@ -407,10 +413,10 @@ class Tasks:
                 task.lease_expires_at = now + self.lease
                 task.started_at = now
                 task.message = None
-        await self._announce(refused)
+            staged = await self._stage(session, [*refused, *claimed])
+        await self._announce([*refused, *claimed], staged)
         if not claimed:
             return 0
-        await self._announce(claimed)
         for task in claimed:
             try:
                 await live.send(
@@ -484,7 +490,8 @@ class Tasks:
             task.message = report.message
             if task.lease_owner == connection_id:
                 task.lease_expires_at = utcnow() + self.lease
-        await self._announce([task])
+            staged = await self._stage(session, [task])
+        await self._announce([task], staged)
 
     async def finished(self, agent_id: str, result: TaskResult) -> bool:
         """The agent's result, taken only from the attempt that holds the task."""
@@ -500,8 +507,9 @@ class Tasks:
             task.completed_at = utcnow()
             task.lease_owner = None
             task.lease_expires_at = None
+            staged = await self._stage(session, [task])
         self._means.pop(agent_id, None)  # a new duration to count
-        await self._announce([task])
+        await self._announce([task], staged)
         self.relay.spawn(self.dispatch(agent_id))
         return True
 
@@ -530,9 +538,10 @@ class Tasks:
                     task.status = "queued"
                     task.progress = 0.0
                     task.message = f"Back in the queue after attempt {task.attempts}"
+            staged = await self._stage(session, expired)
         if expired:
             self.requeued += sum(1 for task in expired if task.status == "queued")
-            await self._announce(expired)
+            await self._announce(expired, staged)
             for agent_id in {task.agent_id for task in expired}:
                 await self.wake(agent_id)  # a slot is free, and maybe a task is back
         return len(expired)
@@ -557,36 +566,28 @@ class Tasks:
                 del self._locks[agent_id]
         return sent
 
-    async def _announce(self, tasks: list[Task]) -> None:
-        """A ``task_update`` event for each task, on its agent's event log."""
+    async def _stage(self, session: AsyncSession, tasks: list[Task]) -> Staged:
+        """A ``task_update`` event for each task, on its agent's event log, written into the
+        outbox in the unit of work that changed them (kai/realtime/outbox.py)."""
+        if not tasks:
+            return Staged()
+        await session.flush()  # a new task's id
         events: dict[str, list[dict[str, Any]]] = {}
         for task in tasks:
-            event: dict[str, Any] = {
-                "type": "task_update",
-                "taskId": task.id,
-                "taskType": task.task_type,
-                "status": task.status,
-                "progress": task.progress,
-                "attempt": task.attempts,
-            }
-            if task.message is not None:
-                event["message"] = task.message
+            events.setdefault(task.agent_id, []).append(_task_event(task))
+        return self.outbox.stage(session, events)
+
+    async def _announce(self, tasks: list[Task], staged: Staged) -> None:
+        """After the commit: publish the staged events, count the tasks that ended and tell
+        the agents that created them."""
+        if staged:
+            await self.outbox.publish(staged)
+        for task in tasks:
             if task.status in TASK_FINAL:
                 COUNTS.tasks[task.status] += 1
-            if task.status == "succeeded":
-                event["result"] = task.result
-            elif task.status == "failed":
-                event["error"] = task.error
-            if task.parent_id is not None:
-                event["parentTaskId"] = task.parent_id
-            events.setdefault(task.agent_id, []).append(event)
             if task.source_agent_id is not None and task.source_agent_id != task.agent_id:
+                event = _task_event(task)
                 self.relay.spawn(self._tell_source(task.source_agent_id, task.agent_id, event))
-        for agent_id, batch in events.items():
-            try:
-                await self.broker.publish_many(agent_id, batch)
-            except Exception:
-                log.exception("agent %s: %d task events not published", agent_id, len(batch))
 
     async def _tell_source(self, source: str, agent_id: str, event: dict[str, Any]) -> None:
         """The agent that created a task hears how it goes, wherever it is connected. If it is
@@ -605,3 +606,23 @@ def _cancelled(task: Task, message: str) -> None:
     task.lease_owner = None
     task.lease_expires_at = None
     task.message = message
+
+
+def _task_event(task: Task) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "task_update",
+        "taskId": task.id,
+        "taskType": task.task_type,
+        "status": task.status,
+        "progress": task.progress,
+        "attempt": task.attempts,
+    }
+    if task.message is not None:
+        event["message"] = task.message
+    if task.status == "succeeded":
+        event["result"] = task.result
+    elif task.status == "failed":
+        event["error"] = task.error
+    if task.parent_id is not None:
+        event["parentTaskId"] = task.parent_id
+    return event
