@@ -17,8 +17,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kai serve --demo
 
+# Across every core (pytest-xdist): each worker has its own databases, Redis prefixes and ports.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kai tests bench
