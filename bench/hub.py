@@ -96,6 +96,13 @@ def start_hub(
         "KAI_AGENT_HEARTBEAT_INTERVAL": "60",
         "KAI_AGENT_HEARTBEAT_TIMEOUT": "600",
         "KAI_EVENT_WINDOW_COUNT": "100000",
+        # Every client of a benchmark comes from 127.0.0.1, and one agent sends every record:
+        # the limits a hub puts on one address and one agent would measure themselves.
+        "KAI_MAX_CONNECTIONS": "1000000",
+        "KAI_MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+        "KAI_WS_UNAUTHENTICATED_PER_ADDRESS": "1000000",
+        "KAI_AGENT_LOG_RECORDS_PER_WINDOW": "10000000",
+        "KAI_AGENT_LOG_BYTES_PER_WINDOW": str(1024**3),
     }
     if database_url:
         env["KAI_DATABASE_URL"] = database_url

@@ -25,7 +25,7 @@ SettingsDep = Annotated[Settings, Depends(dependency("settings", Settings))]
 DatabaseDep = Annotated[Database, Depends(dependency("db", Database))]
 
 
-def node_id_of(connection: HTTPConnection) -> str:
+async def node_id_of(connection: HTTPConnection) -> str:
     return cast(str, provided(connection, "node_id"))
 
 

@@ -77,11 +77,12 @@ def provided(connection: HTTPConnection, name: str) -> object:
     return getattr(connection.state, name)
 
 
-def dependency(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+def dependency(name: str, kind: type[T]) -> Callable[[HTTPConnection], Awaitable[T]]:
     """A route dependency for the service provided under ``name``:
-    ``TasksDep = Annotated[Tasks, Depends(dependency("tasks", Tasks))]``."""
+    ``TasksDep = Annotated[Tasks, Depends(dependency("tasks", Tasks))]``. It is a coroutine
+    function, so FastAPI calls it in the event loop, not in its thread pool."""
 
-    def get(connection: HTTPConnection) -> T:
+    async def get(connection: HTTPConnection) -> T:
         return cast(T, getattr(connection.state, name))
 
     get.__name__ = f"provided_{name}"

@@ -14,11 +14,11 @@ from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers
 
 
-def broker_of(connection: HTTPConnection) -> Broker:
+async def broker_of(connection: HTTPConnection) -> Broker:
     return cast(Broker, provided(connection, "broker"))
 
 
-def limiter_of(connection: HTTPConnection) -> Limiter:
+async def limiter_of(connection: HTTPConnection) -> Limiter:
     return cast(Limiter, provided(connection, "limiter"))
 
 

@@ -13,6 +13,11 @@ result), so watchers take a repeat as the same news.
 What goes through the outbox: task updates, the durable state changes watchers must see right.
 Log lines and stream chunks go straight to the broker: they are stored behind on their own and
 a client that misses one reads it back (the stream's chunks, the agent's logs).
+
+The outbox guards the gap between two stores that outlive a node: the database and Redis's
+event logs. The embedded broker's logs live and die with the process (a restarted hub starts
+new epochs, and its watchers resync from the database), so there ``durable`` is off: events
+are published after the commit as before, and nothing is written twice.
 """
 
 from __future__ import annotations
@@ -42,15 +47,22 @@ class Staged:
     rows: list[OutboxEvent] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.rows)
+        return bool(self.batches)
 
 
 class EventOutbox:
     def __init__(
-        self, db: Database, broker: Broker, *, grace: float = 5.0, batch_size: int = 500
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        durable: bool,
+        grace: float = 5.0,
+        batch_size: int = 500,
     ) -> None:
         self.db = db
         self.broker = broker
+        self.durable = durable
         self.grace = timedelta(seconds=grace)
         self.batch_size = batch_size
         self.relayed = 0  # rows published by the relay loop: left behind by a node or a failure
@@ -61,6 +73,8 @@ class EventOutbox:
     def stage(self, session: AsyncSession, batches: dict[str, list[dict[str, Any]]]) -> Staged:
         """Write ``batches`` (events by log key) into the unit of work of ``session``."""
         staged = Staged(batches)
+        if not self.durable:
+            return staged
         for key, events in batches.items():
             staged.rows.extend(OutboxEvent(log_key=key, event=event) for event in events)
         session.add_all(staged.rows)

@@ -40,7 +40,9 @@ def register(core: Core, wiring: Wiring) -> Realtime:
     else:
         broker, limiter = MemoryBroker(node_id=core.node_id, window=window), MemoryLimiter()
     clients = Clients()
-    outbox = EventOutbox(core.db, broker)
+    # Redis keeps event logs across a node's death: only then can an event be lost between
+    # the commit and the publish (kai/realtime/outbox.py).
+    outbox = EventOutbox(core.db, broker, durable=bool(settings.redis_url))
     part = Realtime(
         broker=broker,
         limiter=limiter,
@@ -50,8 +52,9 @@ def register(core: Core, wiring: Wiring) -> Realtime:
     )
     wiring.provide(broker=broker, limiter=limiter, clients=clients, handlers=part.handlers)
     wiring.listen(clients.on_broker_message)
-    wiring.writer("event-outbox-cleaner", outbox.cleaner)
-    wiring.loop("event-outbox-relay", every=2.0, work=outbox.relay_left_behind)
+    if outbox.durable:
+        wiring.writer("event-outbox-cleaner", outbox.cleaner)
+        wiring.loop("event-outbox-relay", every=2.0, work=outbox.relay_left_behind)
 
     async def close_clients() -> None:
         clients.close_all()

@@ -571,7 +571,6 @@ class Tasks:
         outbox in the unit of work that changed them (kai/realtime/outbox.py)."""
         if not tasks:
             return Staged()
-        await session.flush()  # a new task's id
         events: dict[str, list[dict[str, Any]]] = {}
         for task in tasks:
             events.setdefault(task.agent_id, []).append(_task_event(task))
