@@ -225,11 +225,10 @@ def agents_backup(
                 progress.advance(step)
                 work = await hub.agents.backups.work_of(session, found.id)
                 progress.advance(step)
-            backup_id = await asyncio.to_thread(
-                backup.write, hub.agents.backup_dir, agent=found, logs=logs, work=work
-            )
+            archives = hub.agents.backup_store
+            backup_id = await backup.write(archives, agent=found, logs=logs, work=work)
             progress.advance(step)
-        return hub.agents.backup_dir / f"{backup_id}.json.gz"
+        return archives.path(backup.archive_key(backup_id))
 
     path = _with_hub(work)
     console.print(f"kai: backup written to {path}", soft_wrap=True)

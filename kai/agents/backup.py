@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +19,7 @@ from kai.agents.models import Agent, AgentLog
 from kai.auth import store as users
 from kai.db import Base, UTCDateTime, utcnow
 from kai.errors import BadRequest, Conflict
+from kai.storage import Blobs
 
 FORMAT: Final = "kai-agent-backup"
 VERSION: Final = 2
@@ -90,15 +91,14 @@ def _row(obj: Base) -> dict[str, Any]:
     return values
 
 
-def write(
-    directory: Path,
+async def write(
+    store: Blobs,
     *,
     agent: Agent,
     logs: Sequence[AgentLog],
     work: dict[str, list[Base]] | None = None,
 ) -> str:
-    """Write the archive (mode 0600) and return its id, the file name without suffix."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write the archive (``<id>.json.gz`` in ``store``) and return its id."""
     backup_id = f"{agent.id}-{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}"
     document = {
         "format": FORMAT,
@@ -108,13 +108,17 @@ def write(
         "logs": [_row(log) for log in logs],
         "work": {name: [_row(row) for row in rows] for name, rows in (work or {}).items()},
     }
-    path = directory / f"{backup_id}.json.gz"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as handle:
-        handle.write(json.dumps(document, default=str).encode())
-        raw.flush()
-        os.fsync(raw.fileno())
+    data = await asyncio.to_thread(_archive, document)
+    await store.put(archive_key(backup_id), data)
     return backup_id
+
+
+def archive_key(backup_id: str) -> str:
+    return f"{backup_id}.json.gz"
+
+
+def _archive(document: dict[str, Any]) -> bytes:
+    return gzip.compress(json.dumps(document, default=str).encode())
 
 
 def read(path: Path) -> dict[str, Any]:

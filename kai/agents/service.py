@@ -31,6 +31,7 @@ from kai.kit.counters import COUNTS
 from kai.protocol.agent import Close
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
+from kai.storage import Blobs, LocalDisk
 
 log = logging.getLogger("kai.agents")
 AGENT_NOT_FOUND = "Agent not found"
@@ -73,6 +74,7 @@ class Registry:
     ) -> None:
         self.settings = settings
         self.backups = backup.Backups()  # the parts above register their tables
+        self.backup_store: Blobs = LocalDisk(settings.data_dir / "backups" / "agents")
         self.db = db
         self.live = live
         self.relay = relay
@@ -111,10 +113,6 @@ class Registry:
             self.log_writer.extend(rows)
             await self.relay.logs(agent_id, rows)
         return admitted
-
-    @property
-    def backup_dir(self) -> Path:
-        return self.settings.data_dir / "backups" / "agents"
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -242,9 +240,7 @@ class Registry:
         work = await self.backups.work_of(session, agent.id)
         if keep_backup:
             logs = await store.all_logs(session, agent.id)
-            backup_id = await asyncio.to_thread(
-                backup.write, self.backup_dir, agent=agent, logs=logs, work=work
-            )
+            backup_id = await backup.write(self.backup_store, agent=agent, logs=logs, work=work)
         else:
             self.backups.discard(session, work)
         await store.remove(session, agent.id)

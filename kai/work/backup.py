@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.backup import Backups, Row, TablePart
 from kai.db import Base, after_commit, utcnow
-from kai.work.files import Storage
+from kai.storage import Blobs
 from kai.work.models import Command, StoredFile, Stream, StreamChunk, Task
 
 
-def register(backups: Backups, storage: Storage) -> None:
+def register(backups: Backups, storage: Blobs) -> None:
     """Register the work tables, in the order they are restored (a stream before its chunks)."""
     backups.add(TablePart("commands", Command, _of(Command), settle=_settle_command))
     backups.add(
@@ -25,8 +25,8 @@ def register(backups: Backups, storage: Storage) -> None:
 
     def discard_files(session: AsyncSession, rows: list[Base]) -> None:
         # Without a backup the uploaded bytes go too; a backup keeps them for its restore.
-        paths = [storage.path(row.storage_name) for row in rows if isinstance(row, StoredFile)]
-        after_commit(session, lambda: storage.unlink_all(paths))
+        keys = [row.storage_name for row in rows if isinstance(row, StoredFile)]
+        after_commit(session, lambda: storage.delete_now(keys))
 
     backups.add(TablePart("files", StoredFile, _of(StoredFile), discard=discard_files))
 

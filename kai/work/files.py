@@ -8,18 +8,13 @@ random; the client's file name is only shown, never used as a path.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import os
 import re
-import secrets
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -36,6 +31,7 @@ from kai.config import Settings
 from kai.db import Database, after_commit, new_id, utcnow
 from kai.errors import NotFound, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from kai.protocol.bounds import json_problem
+from kai.storage import Blobs
 from kai.work.models import StoredFile
 
 if TYPE_CHECKING:
@@ -67,37 +63,6 @@ def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback name and the exact name as RFC 5987 ``filename*``."""
     fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "download"
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-class Storage:
-    """Files on local disk under ``root``, by generated names only."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.incoming = root / ".incoming"
-
-    def prepare(self) -> None:
-        self.incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-    def path(self, storage_name: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{32}", storage_name):
-            raise ValueError("not a storage name")
-        return self.root / storage_name
-
-    def new_name(self) -> str:
-        return secrets.token_hex(16)
-
-    @staticmethod
-    def unlink_all(paths: list[Path]) -> None:
-        for path in paths:
-            path.unlink(missing_ok=True)
-
-    def check(self) -> None:
-        """Raise if the storage cannot be written."""
-        self.prepare()
-        probe = self.incoming / f"probe-{secrets.token_hex(4)}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
 
 
 @dataclass(slots=True)
@@ -217,13 +182,19 @@ class Upload:
 
 class Files:
     def __init__(
-        self, settings: Settings, db: Database, *, registry: Registry, relay: Relay
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        registry: Registry,
+        relay: Relay,
+        storage: Blobs,
     ) -> None:
         self.settings = settings
         self.db = db
         self.registry = registry
         self.relay = relay
-        self.storage = Storage(settings.data_dir / "files")
+        self.storage = storage
         self.received_bytes = 0
 
     async def used(self, session: AsyncSession, user_id: str) -> int:
@@ -250,13 +221,9 @@ class Files:
         file_id = new_id()
         receiver = _Receiver(limit)
         parser = MultipartParser(boundary, receiver.callbacks())
-        self.storage.prepare()
-        storage_name = self.storage.new_name()
-        temporary = self.storage.incoming / f"{storage_name}.part"
-        handle = await asyncio.to_thread(open, temporary, "xb")
-        os.chmod(temporary, 0o600)
+        storage_name = self.storage.new_key()
         progress = _Progress(self, upload, file_id)
-        try:
+        async with self.storage.writer(storage_name) as out:  # kept only if all goes well
             async for chunk in upload.body:
                 _parse(parser.write, chunk)
                 if receiver.problem is not None:
@@ -265,19 +232,12 @@ class Files:
                     raise self._too_large(limit, room)
                 data = receiver.take()
                 if data:
-                    await asyncio.to_thread(handle.write, data)
+                    await out.write(data)
                     await progress.report(receiver, done=False)
             _parse(parser.finalize)
-            await asyncio.to_thread(handle.close)
             if receiver.file is None or not receiver.file_done:
                 raise Unprocessable("The upload needs a complete file part named 'file'")
             metadata = _metadata(receiver.metadata)
-            os.replace(temporary, self.storage.path(storage_name))
-        except BaseException:
-            handle.close()
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
-            raise
         stored = StoredFile(
             id=file_id,
             agent_id=agent.id,
@@ -295,8 +255,7 @@ class Files:
                 await self._check_room(session, upload.viewer.user_id, stored.size)
                 session.add(stored)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                self.storage.path(storage_name).unlink()
+            await self.storage.delete([storage_name])
             raise
         self.received_bytes += stored.size
         progress.filename = stored.filename
@@ -365,10 +324,10 @@ class Files:
 
     async def delete(self, session: AsyncSession, stored: StoredFile) -> None:
         """Delete the record; its bytes go once that is committed."""
-        path = self.storage.path(stored.storage_name)
+        key = stored.storage_name
         await session.delete(stored)
         await session.flush()
-        after_commit(session, lambda: path.unlink(missing_ok=True))
+        after_commit(session, lambda: self.storage.delete_now([key]))
 
 
 def _parse(step: Callable[..., object], *args: bytes) -> None:

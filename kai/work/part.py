@@ -9,6 +9,7 @@ from kai.auth.part import Auth
 from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.realtime.part import Realtime
+from kai.storage import LocalDisk
 from kai.work import backup, file_routes, routes, stream_routes
 from kai.work.agent_messages import AgentWork
 from kai.work.commands import Commands
@@ -49,7 +50,9 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         outbox=realtime.outbox,
     )
     streams = Streams(settings, db, registry=registry, relay=relay, broker=broker)
-    files = Files(settings, db, registry=registry, relay=relay)
+    files = Files(
+        settings, db, registry=registry, relay=relay, storage=LocalDisk(settings.data_dir / "files")
+    )
     wiring.provide(commands=commands, tasks=tasks, streams=streams, files=files)
     for listener in (
         commands.on_broker_message,
