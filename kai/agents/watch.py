@@ -13,7 +13,7 @@ from kai.auth.sockets import Admission, admit
 from kai.errors import KaiError
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
-from kai.realtime.connection import ClientConnection, CloseCode, Who
+from kai.realtime.connection import ClientConnection, CloseCode, WebSocketSink, Who
 from kai.realtime.serving import Serving, resume_point, serve
 
 router = APIRouter()
@@ -47,7 +47,7 @@ async def client_socket(websocket: WebSocket, agentId: str) -> None:
     who = Who(principal.user_id, principal.session_id, principal.role)
     del principal  # its ORM rows need not live as long as the connection
     conn = ClientConnection(
-        websocket,
+        WebSocketSink(websocket),
         who=who,
         agent_id=agentId,
         broker=hub.broker,
@@ -57,7 +57,7 @@ async def client_socket(websocket: WebSocket, agentId: str) -> None:
     hub.clients.add(conn)
     try:
         await conn.start(since=since, epoch=epoch)
-        await serve(hub, conn)
+        await serve(hub, conn, websocket)
     finally:
         hub.clients.discard(conn)
         await conn.stop()

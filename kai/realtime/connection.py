@@ -8,7 +8,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -28,7 +28,36 @@ class CloseCode:
     SESSION_ENDED: Final = 4001  # logout, revoked or disabled: refresh or log in, reconnect
     ACCESS_REVOKED: Final = 4003  # the user may no longer read this agent: give up
     AGENT_DELETED: Final = 4004  # give up
+    TEAM_DELETED: Final = 4004  # a team channel's team was deleted: give up
     SLOW_CONSUMER: Final = 4008  # the client did not keep up: reconnect with ?since=last seq
+
+
+class Sink(Protocol):
+    """Where a connection's events go: a person's WebSocket, or an agent's feed."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketSink:
+    """A person's WebSocket as a connection's sink."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    @property
+    def closed(self) -> bool:
+        return self.websocket.application_state == WebSocketState.DISCONNECTED
+
+    async def send_text(self, text: str) -> None:
+        await self.websocket.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +89,7 @@ class ClientConnection:
 
     def __init__(
         self,
-        websocket: WebSocket,
+        sink: Sink,
         *,
         who: Who,
         agent_id: str,
@@ -69,7 +98,7 @@ class ClientConnection:
         max_queue: int,
         snapshot_type: str = "status_update",
     ) -> None:
-        self.ws = websocket
+        self.sink = sink
         self.who = who
         self.agent_id = agent_id  # the log watched: an agent's, or a team channel's
         self.subject = dict([subject(agent_id)])
@@ -247,7 +276,7 @@ class ClientConnection:
 
     async def _write(self) -> None:
         """Write the queue out; linger a while when it runs dry, then go away until needed."""
-        ws = self.ws
+        sink = self.sink
         try:
             while True:
                 queue = self._queue
@@ -259,7 +288,7 @@ class ClientConnection:
                         item = self._resync_text(
                             await self.status(), "The event stream broke", item
                         )
-                    await ws.send_text(item)
+                    await sink.send_text(item)
                     self.sent += 1
                     COUNTS.events_delivered += 1
                 if self._closing is not None:
@@ -286,9 +315,9 @@ class ClientConnection:
             self._wake = None
 
     async def _close(self, code: int, reason: str) -> None:
-        if self.ws.application_state != WebSocketState.DISCONNECTED:
+        if not self.sink.closed:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code, reason), 2.0)
+                await asyncio.wait_for(self.sink.close(code, reason), 2.0)
         self.closed_here = True
         if self._reader is not None:
             self._reader.cancel()  # no need to wait for the client's closing answer

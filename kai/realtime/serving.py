@@ -38,15 +38,20 @@ def resume_point(websocket: WebSocket) -> tuple[int | None, str | None]:
     return (since if 0 <= since <= MAX_SEQ else None), epoch
 
 
-async def serve(hub: Serving, conn: ClientConnection, handlers: Handlers | None = None) -> None:
-    await conn.serve(lambda: _read(hub, conn, handlers or hub.handlers))
+async def serve(
+    hub: Serving, conn: ClientConnection, websocket: WebSocket, handlers: Handlers | None = None
+) -> None:
+    """Read the person's messages until they leave (the connection writes its events)."""
+    await conn.serve(lambda: _read(hub, conn, websocket, handlers or hub.handlers))
 
 
-async def _read(hub: Serving, conn: ClientConnection, handlers: Handlers) -> None:
+async def _read(
+    hub: Serving, conn: ClientConnection, websocket: WebSocket, handlers: Handlers
+) -> None:
     settings = hub.settings
     limit = settings.ws_max_message_bytes
     while True:
-        message = await conn.ws.receive()
+        message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         raw: str | bytes = message.get("text") or message.get("bytes") or ""

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.websockets import WebSocketState
 
 from kai.agents.live import LiveAgent, LiveAgents
 from kai.agents.models import Agent
@@ -61,23 +60,23 @@ class Refused(Exception):
     """A coordination request the hub will not carry out; the text goes back to the agent."""
 
 
-class FeedSocket:
-    """Stands in for a client's WebSocket so that a feed reuses the client cursor: it sends
-    each event to the agent wrapped as ``{"type": "feed", "feed": ..., "event": ...}``."""
+class FeedSink:
+    """An agent's feed as a connection's sink, so that a feed reuses the client cursor: each
+    event goes to the agent wrapped as ``{"type": "feed", "feed": ..., "event": ...}``."""
 
     def __init__(self, live: LiveAgent, feed: str, gone: Callable[[], None]) -> None:
         self.live = live
         self.prefix = '{"type":"feed","feed":' + dumps(feed) + ',"event":'
         self.feed = feed
         self.gone = gone
-        self.application_state = WebSocketState.CONNECTED
+        self.closed = False
 
     async def send_text(self, text: str) -> None:
         await self.live.send_text(self.prefix + text + "}")
 
     async def close(self, code: int, reason: str) -> None:
         """The cursor gave up on the feed (the agent read too slowly): say so, and stop."""
-        self.application_state = WebSocketState.DISCONNECTED
+        self.closed = True
         self.gone()
         await self.live.send(
             {"type": "feed_closed", "feed": self.feed, "code": code, "reason": reason}
@@ -375,7 +374,7 @@ class Peers:
         if old is not None:
             await old.conn.stop()
         conn = ClientConnection(
-            FeedSocket(live, message.feed, lambda: self._drop(live, message.feed)),  # type: ignore[arg-type]
+            FeedSink(live, message.feed, lambda: self._drop(live, message.feed)),
             who=Who(actor.owner_id, "", "agent"),
             agent_id=log_key,
             broker=self.broker,

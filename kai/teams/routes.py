@@ -126,7 +126,7 @@ async def delete_team(
     team = await teams.visible(session, viewer(principal), teamId)
     await teams.delete(session, team)
     await _recheck_feeds(peers, broker, session, team.owner_id, team_id=teamId)
-    closing = {"op": "kick", "agentId": team_log(teamId), "code": CloseCode.AGENT_DELETED}
+    closing = {"op": "kick", "agentId": team_log(teamId), "code": CloseCode.TEAM_DELETED}
     after_commit(
         session,
         lambda: relay.spawn(broker.broadcast({**closing, "reason": "Team deleted"})),

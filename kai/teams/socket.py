@@ -13,7 +13,7 @@ from kai.db import Database
 from kai.errors import KaiError
 from kai.realtime.broker import Broker
 from kai.realtime.clients import Clients
-from kai.realtime.connection import ClientConnection, CloseCode, Who
+from kai.realtime.connection import ClientConnection, CloseCode, WebSocketSink, Who
 from kai.realtime.events import team_log
 from kai.realtime.handlers import Handlers, already_authenticated, heartbeat, resume
 from kai.realtime.serving import Serving, resume_point, serve
@@ -59,7 +59,7 @@ async def team_socket(websocket: WebSocket, teamId: str) -> None:
         return
     since, epoch = resume_point(websocket)
     conn = ClientConnection(
-        websocket,
+        WebSocketSink(websocket),
         who=Who(principal.user_id, principal.session_id, principal.role),
         agent_id=team_log(teamId),
         broker=hub.broker,
@@ -71,7 +71,7 @@ async def team_socket(websocket: WebSocket, teamId: str) -> None:
     hub.clients.add(conn)
     try:
         await conn.start(since=since, epoch=epoch)
-        await serve(hub, conn, HANDLERS)
+        await serve(hub, conn, websocket, HANDLERS)
     finally:
         hub.clients.discard(conn)
         await conn.stop()
