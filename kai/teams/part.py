@@ -12,6 +12,7 @@ from kai.kit.wiring import Wiring
 from kai.protocol.agent import COORDINATION_MESSAGES
 from kai.realtime.part import Realtime
 from kai.teams import routes, socket
+from kai.teams.feeds import Feeds
 from kai.teams.peers import Peers
 from kai.teams.service import Teams
 from kai.work.part import Work
@@ -29,6 +30,14 @@ def register(
     core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents: Agents, work: Work
 ) -> TeamsPart:
     teams = Teams(auth.audit)
+    feeds = Feeds(
+        core.settings,
+        core.db,
+        teams=teams,
+        registry=agents.registry,
+        broker=realtime.broker,
+        relay=agents.relay,
+    )
     peers = Peers(
         core.settings,
         core.db,
@@ -40,6 +49,7 @@ def register(
         broker=realtime.broker,
         relay=agents.relay,
         live=agents.live,
+        feeds=feeds,
     )
     wiring.provide(teams=teams, peers=peers)
     wiring.listen(peers.on_broker_message)

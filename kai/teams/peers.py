@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Awaitable
 from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kai.agents.live import LiveAgent, LiveAgents
 from kai.agents.models import Agent
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
-from kai.auth.models import User
 from kai.config import Settings
 from kai.db import Database
-from kai.errors import BadRequest, KaiError, NotFound
+from kai.errors import KaiError, NotFound
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import (
     Coordination,
@@ -41,9 +35,8 @@ from kai.protocol.agent import (
     Unsubscribe,
 )
 from kai.realtime.broker import Broker
-from kai.realtime.connection import ClientConnection, CloseCode, Who
-from kai.realtime.events import dumps, team_log
-from kai.teams.models import Team, TeamMember
+from kai.teams.access import Refused, actor_of, peer_of
+from kai.teams.feeds import Feeds
 from kai.teams.service import Teams
 from kai.work.commands import Commands
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, Task
@@ -51,47 +44,6 @@ from kai.work.streams import KEEPALIVE_ITEM, Streams
 from kai.work.tasks import Tasks
 
 log = logging.getLogger("kai.teams.peers")
-
-UNKNOWN_PEER = "Unknown peer"
-FEED_PREFIXES = ("team:", "agent:")
-
-
-class Refused(Exception):
-    """A coordination request the hub will not carry out; the text goes back to the agent."""
-
-
-class FeedSink:
-    """An agent's feed as a connection's sink, so that a feed reuses the client cursor: each
-    event goes to the agent wrapped as ``{"type": "feed", "feed": ..., "event": ...}``."""
-
-    def __init__(self, live: LiveAgent, feed: str, gone: Callable[[], None]) -> None:
-        self.live = live
-        self.prefix = '{"type":"feed","feed":' + dumps(feed) + ',"event":'
-        self.feed = feed
-        self.gone = gone
-        self.closed = False
-
-    async def send_text(self, text: str) -> None:
-        await self.live.send_text(self.prefix + text + "}")
-
-    async def close(self, code: int, reason: str) -> None:
-        """The cursor gave up on the feed (the agent read too slowly): say so, and stop."""
-        self.closed = True
-        self.gone()
-        await self.live.send(
-            {"type": "feed_closed", "feed": self.feed, "code": code, "reason": reason}
-        )
-
-
-@dataclass(slots=True)
-class _Feed:
-    """One subscription of an agent's connection, and what it was allowed on."""
-
-    conn: ClientConnection
-    owner_id: str
-    agent_id: str
-    team_id: str | None
-    peer_id: str | None
 
 
 class Peers:
@@ -108,6 +60,7 @@ class Peers:
         broker: Broker,
         relay: Relay,
         live: LiveAgents,
+        feeds: Feeds,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -119,8 +72,7 @@ class Peers:
         self.broker = broker
         self.relay = relay
         self.live = live
-        # connection id -> feed name -> its cursor, and who may see it
-        self._feeds: dict[str, dict[str, _Feed]] = {}
+        self.feeds = feeds
         self._work: dict[str, set[asyncio.Task[None]]] = {}
 
     # -- the socket's entry point ------------------------------------------------------------
@@ -130,11 +82,11 @@ class Peers:
         ones that wait (a command's answer, a stream) run beside it."""
         kind = message.type
         if isinstance(message, TeamPublish):
-            await self._answer(live, kind, message.request_id, self._publish(live, message))
+            await self._answer(live, kind, message.request_id, self.feeds.publish(live, message))
         elif isinstance(message, Subscribe):
-            await self._answer(live, kind, message.request_id, self._subscribe(live, message))
+            await self._answer(live, kind, message.request_id, self.feeds.subscribe(live, message))
         elif isinstance(message, Unsubscribe):
-            await self._unsubscribe(live, message.feed)
+            await self.feeds.unsubscribe(live, message.feed)
         else:
             work = self._answer(live, kind, message.request_id, self._request(live, message))
             self._beside(live, work)
@@ -196,53 +148,25 @@ class Peers:
 
     async def left(self, live: LiveAgent) -> None:
         """The agent's connection ended: drop its feeds and what it was waiting for."""
-        for feed in self._feeds.pop(live.connection_id, {}).values():
-            feed.conn.ended = True
-            await feed.conn.stop()
+        await self.feeds.left(live)
         for task in self._work.pop(live.connection_id, set()):
             task.cancel()
 
-    # -- who is who --------------------------------------------------------------------------
-
-    @staticmethod
-    async def _actor(session: AsyncSession, agent_id: str) -> Agent:
-        actor = await session.get(Agent, agent_id)
-        if actor is None:
-            raise Refused("This agent no longer exists")
-        owner = await session.get(User, actor.owner_id)
-        if owner is None or owner.disabled:
-            raise Refused("This agent's owner is disabled")
-        return actor
-
-    async def _peer(self, session: AsyncSession, actor: Agent, peer: str, action: str) -> Agent:
-        """The peer named by id or by name among the owner's agents, if a grant allows
-        ``action`` on it. Agents of other owners are unknown, whatever their id."""
-        target = await session.get(Agent, peer)
-        if target is not None and target.owner_id != actor.owner_id:
-            await self.teams.decide(session, actor, target, action)  # audited as refused
-            raise Refused(UNKNOWN_PEER)
-        if target is None:
-            named = list(
-                await session.scalars(
-                    select(Agent)
-                    .where(Agent.owner_id == actor.owner_id, Agent.name == peer)
-                    .limit(2)
-                )
-            )
-            if not named:
-                raise Refused(UNKNOWN_PEER)
-            if len(named) > 1:
-                raise Refused(f"Several of your agents are named {peer!r}: name the peer by id")
-            target = named[0]
-        decision = await self.teams.decide(session, actor, target, action)
-        if not decision.granted:
-            raise Refused(decision.reason)
-        return target
-
     async def _checked(self, live: LiveAgent, peer: str, action: str) -> tuple[Agent, Agent]:
         async with self.db.session(write=False) as session:
-            actor = await self._actor(session, live.agent_id)
-            return actor, await self._peer(session, actor, peer, action)
+            actor = await actor_of(session, live.agent_id)
+            return actor, await peer_of(self.teams, session, actor, peer, action)
+
+    # -- what the channel part does for the routes and other nodes ---------------------------
+
+    async def on_broker_message(self, message: dict[str, Any]) -> None:
+        await self.feeds.on_broker_message(message)
+
+    async def recheck(self, owner_id: str, *, gone_team: str | None = None) -> int:
+        return await self.feeds.recheck(owner_id, gone_team=gone_team)
+
+    async def team_status(self, team_id: str) -> dict[str, Any]:
+        return await self.feeds.team_status(team_id)
 
     # -- work ----------------------------------------------------------------------------------
 
@@ -300,7 +224,7 @@ class Peers:
     async def _task_cancel(self, live: LiveAgent, task_id: str) -> dict[str, Any]:
         task = await self._own_task(live, task_id)
         async with self.db.session(write=False) as session:
-            actor = await self._actor(session, live.agent_id)
+            actor = await actor_of(session, live.agent_id)
         cancelled, previous = await self.tasks.cancel(Viewer(actor.owner_id, False), task.id)
         return {**_task_view(cancelled), "previousStatus": previous}
 
@@ -328,121 +252,6 @@ class Peers:
             await live.send({**data, "type": f"peer_stream_{kind}"})
             if kind == "end":
                 return
-
-    # -- channels ------------------------------------------------------------------------------
-
-    async def _publish(self, live: LiveAgent, message: TeamPublish) -> dict[str, Any]:
-        async with self.db.session(write=False) as session:
-            actor = await self._actor(session, live.agent_id)
-            team = await self.teams.member_of(session, actor, message.team_id)
-        if team is None:
-            raise Refused("This agent is not a member of that team")
-        event = await self.broker.publish(
-            team_log(team.id),
-            {
-                "type": "team_message",
-                "topic": message.topic,
-                "fromAgentId": actor.id,
-                "fromName": actor.name,
-                "data": message.data,
-            },
-        )
-        if event is None:  # held back while the broker is away; it goes out in order later
-            return {"teamId": team.id, "held": True}
-        return {"teamId": team.id, "seq": event.seq, "epoch": event.epoch}
-
-    async def _subscribe(self, live: LiveAgent, message: Subscribe) -> dict[str, Any]:
-        kind, _, name = message.feed.partition(":")
-        if f"{kind}:" not in FEED_PREFIXES or not name:
-            raise BadRequest("feed must be team:<teamId> or agent:<peer id or name>")
-        async with self.db.session(write=False) as session:
-            actor = await self._actor(session, live.agent_id)
-            if kind == "team":
-                team = await self.teams.member_of(session, actor, name)
-                if team is None:
-                    raise Refused("This agent is not a member of that team")
-                log_key, snapshot = team_log(team.id), "team_status"
-                status = partial(self.team_status, team.id)
-                team_id, peer_id = team.id, None
-            else:
-                target = await self._peer(session, actor, name, "watch")
-                log_key, snapshot = target.id, "status_update"
-                status = partial(self.registry.status_event, target.id)
-                team_id, peer_id = None, target.id
-        feeds = self._feeds.setdefault(live.connection_id, {})
-        old = feeds.pop(message.feed, None)
-        if old is not None:
-            await old.conn.stop()
-        conn = ClientConnection(
-            FeedSink(live, message.feed, lambda: self._drop(live, message.feed)),
-            who=Who(actor.owner_id, "", "agent"),
-            agent_id=log_key,
-            broker=self.broker,
-            status=status,
-            max_queue=self.settings.ws_send_queue,
-            snapshot_type=snapshot,
-        )
-        feeds[message.feed] = _Feed(conn, actor.owner_id, actor.id, team_id, peer_id)
-        await conn.start(since=message.since, epoch=message.epoch)
-        return {"feed": message.feed}
-
-    def _drop(self, live: LiveAgent, feed: str) -> None:
-        dropped = self._feeds.get(live.connection_id, {}).pop(feed, None)
-        if dropped is not None:
-            self.relay.spawn(dropped.conn.stop())
-
-    async def _unsubscribe(self, live: LiveAgent, feed: str) -> None:
-        dropped = self._feeds.get(live.connection_id, {}).pop(feed, None)
-        if dropped is not None:
-            dropped.conn.ended = True
-            await dropped.conn.stop()
-
-    # -- taking rights back ---------------------------------------------------------------------
-
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "feeds_recheck":
-            gone = message.get("teamId")
-            await self.recheck(str(message.get("ownerId")), gone_team=str(gone) if gone else None)
-
-    async def recheck(self, owner_id: str, *, gone_team: str | None = None) -> int:
-        """Close the feeds of ``owner_id``'s agents on this node that their agent may no longer
-        read (taken out of the team, grant revoked, team deleted); returns how many."""
-        closed = 0
-        for feeds in list(self._feeds.values()):
-            for name, feed in list(feeds.items()):
-                if feed.owner_id != owner_id:
-                    continue
-                if feed.team_id is not None and feed.team_id == gone_team:
-                    code, reason = CloseCode.AGENT_DELETED, "Team deleted"
-                elif await self._still_allowed(feed):
-                    continue
-                else:
-                    code, reason = CloseCode.ACCESS_REVOKED, "Access revoked"
-                if feeds.get(name) is feed:
-                    del feeds[name]
-                    feed.conn.close_soon(code, reason)  # the agent is told with feed_closed
-                    self.relay.spawn(feed.conn.stop())
-                    closed += 1
-        return closed
-
-    async def _still_allowed(self, feed: _Feed) -> bool:
-        async with self.db.session(write=False) as session:
-            if feed.team_id is not None:
-                team = await session.get(Team, feed.team_id)
-                member = await session.get(TeamMember, (feed.team_id, feed.agent_id))
-                return team is not None and team.owner_id == feed.owner_id and member is not None
-            actor = await session.get(Agent, feed.agent_id)
-            target = await session.get(Agent, feed.peer_id)
-            if actor is None or target is None:
-                return False
-            return (await self.teams.check(session, actor, target, "watch")).granted
-
-    async def team_status(self, team_id: str) -> dict[str, Any]:
-        """The snapshot that opens a team channel: the team and its members."""
-        async with self.db.session(write=False) as session:
-            members = (await Teams.members(session, [team_id]))[team_id]
-            team = await session.get(Team, team_id)
-        return {"name": team.name if team else None, "agentIds": members}
 
 
 def _task_view(task: Task) -> dict[str, Any]:
