@@ -18,6 +18,7 @@ from kai import __version__, container
 from kai.config import Settings
 from kai.console import routes as console_routes
 from kai.errors import KaiError, problem
+from kai.kit.clock import Clock
 from kai.kit.counters import COUNTS
 from kai.kit.openapi import problem_schema
 from kai.middleware import RequestGuard, StreamedRoute, streamed_routes
@@ -45,13 +46,13 @@ def _problem_response(
     return ProblemResponse(body, status_code=body["status"], headers=headers)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The kai hub as an ASGI application."""
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The kai hub as an ASGI application (``clock``: for tests that move time on)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        hub = await container.build(settings)
+        hub = await container.build(settings, clock=clock)
         app.state.hub = hub  # for tools and tests; requests and sockets use the lifespan state
         try:
             await container.start(hub)

@@ -28,6 +28,7 @@ from kai.auth.service import Identity
 from kai.config import Settings
 from kai.core import Core
 from kai.db import Database, migrate
+from kai.kit.clock import Clock, SystemClock
 from kai.kit.loops import Loops
 from kai.kit.wiring import Wiring
 from kai.ops import part as ops_part
@@ -164,12 +165,14 @@ class Container:
         return self.parts.teams.peers
 
 
-async def build(settings: Settings, *, run_migrations: bool = True) -> Container:
-    """Open the database (migrating it) and build every part."""
+async def build(
+    settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None
+) -> Container:
+    """Open the database (migrating it) and build every part (keeping time by ``clock``)."""
     url = settings.resolved_database_url
     if run_migrations:
         await asyncio.to_thread(migrate, url)
-    core = Core(settings=settings, db=Database(url))
+    core = Core(settings=settings, db=Database(url), clock=clock or SystemClock())
     wiring = Wiring()
     wiring.provide(settings=settings, db=core.db, node_id=core.node_id)
     ops = register_ops(core, wiring)

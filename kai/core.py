@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from kai.config import Settings
 from kai.db import Database, new_id
+from kai.kit.clock import Clock, SystemClock
 from kai.kit.wiring import dependency, provided
 
 
@@ -19,6 +20,7 @@ class Core:
     settings: Settings
     db: Database
     node_id: str = field(default_factory=new_id)
+    clock: Clock = field(default_factory=SystemClock)
 
 
 SettingsDep = Annotated[Settings, Depends(dependency("settings", Settings))]

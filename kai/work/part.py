@@ -48,6 +48,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         broker=broker,
         live=live,
         outbox=realtime.outbox,
+        clock=core.clock,
     )
     streams = Streams(settings, db, registry=registry, relay=relay, broker=broker)
     files = Files(

@@ -29,8 +29,9 @@ from kai.agents.models import Agent
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer
 from kai.config import Settings
-from kai.db import Database, new_id, utcnow
+from kai.db import Database, new_id
 from kai.errors import BadRequest, Conflict, NotFound
+from kai.kit.clock import Clock
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import TaskProgress, TaskResult
 from kai.realtime.broker import Broker
@@ -70,6 +71,7 @@ class Tasks:
         broker: Broker,
         live: LiveAgents,
         outbox: EventOutbox,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -78,6 +80,7 @@ class Tasks:
         self.broker = broker
         self.live = live
         self.outbox = outbox
+        self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._again: set[str] = set()
         self._means: dict[str, tuple[float, timedelta | None]] = {}
@@ -132,7 +135,7 @@ class Tasks:
             max_attempts=attempts,
             parent_id=parent_id,
             source_agent_id=source_agent_id,
-            created_at=utcnow(),
+            created_at=self.clock.now(),
         )
         try:
             async with self.db.session() as session:
@@ -227,8 +230,10 @@ class Tasks:
             previous = task.status
             if previous in TASK_FINAL:
                 raise Conflict(f"Task already {previous}", currentStatus=previous)
-            _cancelled(task, "Cancelled")
-            children = await self._cancel_subtasks(session, [task.id])
+            _cancelled(task, "Cancelled", self.clock.now())
+            children = await self._cancel_subtasks(
+                session, [task.id], task.completed_at or self.clock.now()
+            )
             cancelled = [task, *(child for child, _ in children)]
             staged = await self._stage(session, cancelled)
         stopped = [(task, previous), *children]
@@ -243,7 +248,9 @@ class Tasks:
         return task, previous
 
     @staticmethod
-    async def _cancel_subtasks(session: AsyncSession, parents: list[str]) -> list[tuple[Task, str]]:
+    async def _cancel_subtasks(
+        session: AsyncSession, parents: list[str], at: datetime
+    ) -> list[tuple[Task, str]]:
         """Cancel the unfinished subtasks of ``parents``, and theirs, all the way down."""
         cancelled: list[tuple[Task, str]] = []
         seen = set(parents)
@@ -261,7 +268,7 @@ class Tasks:
                     continue
                 seen.add(child.id)
                 cancelled.append((child, child.status))
-                _cancelled(child, "Cancelled with its parent task")
+                _cancelled(child, "Cancelled with its parent task", at)
                 parents.append(child.id)
         return cancelled
 
@@ -270,7 +277,7 @@ class Tasks:
         if task.status in TASK_FINAL:
             return Estimate(None, task.started_at, task.completed_at)
         mean = await self._mean_duration(session, task.agent_id)
-        now = utcnow()
+        now = self.clock.now()
         if task.status == "running":
             started = task.started_at or now
             end = max(now, started + mean) if mean is not None else None
@@ -378,7 +385,7 @@ class Tasks:
         live = self.live.get(agent_id)
         if live is None or not live.ready or live.closing or not live.task_types:
             return 0
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             running = await session.scalar(
                 select(func.count())
@@ -468,7 +475,7 @@ class Tasks:
                     Task.status == "running",
                     Task.lease_owner == connection_id,
                 )
-                .values(lease_expires_at=utcnow() + self.lease)
+                .values(lease_expires_at=self.clock.now() + self.lease)
             )
 
     @staticmethod
@@ -489,7 +496,7 @@ class Tasks:
             task.progress = report.progress
             task.message = report.message
             if task.lease_owner == connection_id:
-                task.lease_expires_at = utcnow() + self.lease
+                task.lease_expires_at = self.clock.now() + self.lease
             staged = await self._stage(session, [task])
         await self._announce([task], staged)
 
@@ -504,7 +511,7 @@ class Tasks:
             task.result = result.result if result.success else None
             task.error = None if result.success else (result.error or "Task failed")
             task.progress = 1.0 if result.success else task.progress
-            task.completed_at = utcnow()
+            task.completed_at = self.clock.now()
             task.lease_owner = None
             task.lease_expires_at = None
             staged = await self._stage(session, [task])
@@ -515,7 +522,7 @@ class Tasks:
 
     async def reap(self) -> int:
         """Put back (or fail, after ``maxAttempts``) the running tasks whose lease ran out."""
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             expired = list(
                 await session.scalars(
@@ -599,9 +606,9 @@ class Tasks:
             log.info("agent %s: subtask update not delivered (%s)", source, type(exc).__name__)
 
 
-def _cancelled(task: Task, message: str) -> None:
+def _cancelled(task: Task, message: str, at: datetime) -> None:
     task.status = "cancelled"
-    task.completed_at = utcnow()
+    task.completed_at = at
     task.lease_owner = None
     task.lease_expires_at = None
     task.message = message

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import pytest
 
 from kai.config import Settings
+from kai.kit.clock import Clock
 from tests.agents.processes import Launcher
 from tests.agents.support import HubServer, People, hub_server
 from tests.services import free_port
@@ -38,10 +39,13 @@ class ServerStarter(Protocol):
 
 @pytest.fixture
 def start_server(fast_settings: Settings) -> ServerStarter:
-    """``async with start_server(demo=True) as server:`` serves a hub with those settings."""
+    """``async with start_server(demo=True) as server:`` serves a hub with those settings
+    (and ``clock=``, a clock the test moves on)."""
 
-    def starter(**overrides: Any) -> AbstractAsyncContextManager[HubServer]:
-        return hub_server(fast_settings.model_copy(update=overrides))
+    def starter(
+        clock: Clock | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[HubServer]:
+        return hub_server(fast_settings.model_copy(update=overrides), clock=clock)
 
     return starter
 

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from kai.app import create_app
 from kai.config import Settings
 from kai.container import Container as Hub
+from kai.kit.clock import Clock
 from tests.agents.processes import AgentProcess
 from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, Api, bearer
 
@@ -52,8 +53,9 @@ async def eventually(
 class HubServer:
     """The hub served by uvicorn on 127.0.0.1 in this event loop; can stop and start again."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock
         self.port = settings.port
         self.app: FastAPI | None = None
         self._server: uvicorn.Server | None = None
@@ -80,7 +82,7 @@ class HubServer:
         return hub
 
     async def start(self) -> None:
-        self.app = create_app(self.settings)
+        self.app = create_app(self.settings, clock=self.clock)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -128,8 +130,8 @@ async def _serve(server: uvicorn.Server) -> None:
 
 
 @asynccontextmanager
-async def hub_server(settings: Settings) -> AsyncIterator[HubServer]:
-    server = HubServer(settings)
+async def hub_server(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[HubServer]:
+    server = HubServer(settings, clock=clock)
     await server.start()
     try:
         yield server

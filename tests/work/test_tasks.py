@@ -12,6 +12,7 @@ import pytest
 from tests.agents.conftest import ServerStarter
 from tests.agents.processes import Launcher
 from tests.agents.support import HubServer, People, agent_socket
+from tests.clock import FakeClock
 from tests.helpers import assert_problem
 from tests.realtime.client_support import Hubs, watch
 from tests.work.support import DEMO, kept_alive, payload
@@ -558,7 +559,8 @@ async def test_listing_an_agents_tasks_newest_first_by_status_and_page(
 async def test_a_lost_lease_sends_the_task_again_and_the_last_attempt_fails_it(
     start_server: ServerStarter,
 ) -> None:
-    async with start_server(task_lease_seconds=LEASE) as server:
+    clock = FakeClock()  # leases run out when the test moves the clock on, not after a wait
+    async with start_server(task_lease_seconds=LEASE, clock=clock) as server:
         ann = await People(server).join("ann@example.com")
         created = await ann.create_agent("raw")
         hub = server.hub
@@ -572,6 +574,7 @@ async def test_a_lost_lease_sends_the_task_again_and_the_last_attempt_fails_it(
                 assert [(m["taskId"], m["attempt"]) for m in got] == [(again, 1), (once, 1)]
                 lost = got[0]
             # The agent is gone with both; their leases run out.
+            clock.advance(LEASE * 2)
 
             async with agent_socket(server.ws_url, created.token) as second, kept_alive(second):
                 await second.hello("raw", taskTypes=WORK, maxConcurrency=2)
@@ -583,7 +586,9 @@ async def test_a_lost_lease_sends_the_task_again_and_the_last_attempt_fails_it(
                 assert failed["completedAt"] is not None
 
                 # Heartbeats of the connection holding it keep its lease.
-                await asyncio.sleep(LEASE * 1.5)
+                for _ in range(3):
+                    clock.advance(LEASE * 0.6)
+                    await second.heartbeat()
                 assert await hub.tasks.reap() == 0
                 row = await task_row(hub, again)
                 assert (row.status, row.attempts) == ("running", 2)

@@ -1,0 +1,18 @@
+"""The hub's sense of time, passed to what keeps deadlines (leases, expiries) so that tests can
+move it on instead of waiting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
