@@ -1,8 +1,9 @@
 """The container: builds the parts in order, starts what they registered and stops it again.
 
 Only the app and the CLI import it. Each part's ``register()`` builds its services from the
-parts below it and hands the container (through a ``Wiring``) its routers, broker listeners,
-loops, writers and start and stop hooks. A new kind of work is one more line in ``build``.
+parts below it and hands the container (through a ``Wiring``) its control-message handlers,
+loops, writers and start and stop hooks (its routers are ``ROUTERS`` beside it). A new kind
+of work is one more line in ``build``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from kai.core import Core
 from kai.db import Database, migrate
 from kai.kit.clock import Clock, SystemClock
 from kai.kit.loops import Loops
-from kai.kit.wiring import Wiring
+from kai.kit.wiring import Wiring, control_dispatcher
 from kai.ops import part as ops_part
 from kai.ops.part import Ops
 from kai.ops.part import register as register_ops
@@ -189,8 +190,7 @@ async def start(container: Container) -> None:
     hosted agents), the loops, and the services view of this node. (A ``kai`` admin command
     builds the container and stops it without starting it.)"""
     wiring, broker = container.wiring, container.parts.realtime.broker
-    for listener in wiring.listeners:
-        broker.on_message(listener)
+    broker.on_message(control_dispatcher(wiring.controls))
     await broker.start()
     for named in wiring.writers:
         named.writer.start()

@@ -17,6 +17,7 @@ from kai.config import HostedAgent, Settings
 from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.protocol.agent import Close
+from kai.protocol.control import AgentClose, AgentSend, Kick
 from kai.realtime.part import Realtime
 
 ROUTERS = (routes.router, socket.router, watch.router)
@@ -38,13 +39,16 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agen
     registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
     supervisor = Supervisor(db, registry, hub_url=local_ws_url(settings))
     identity = auth.identity
-    identity.kicks = lambda message: relay.spawn(broker.broadcast({"op": "kick", **message}))
+    identity.kicks = lambda message: relay.spawn(
+        broker.broadcast(Kick.model_validate(message).wire())
+    )
     identity.close_agents_of = lambda user_id: relay.close_owned_soon(
         user_id, Close.OWNER_DISABLED, "Owner disabled"
     )
     messages = AgentMessages()
     wiring.provide(agents=registry, live=live, relay=relay, agent_messages=messages)
-    wiring.listen(relay.on_broker_message)
+    wiring.on_control(AgentSend, relay.on_agent_send)
+    wiring.on_control(AgentClose, relay.on_agent_close)
     wiring.writer("log-writer", registry.log_writer)
     wiring.loop(
         "presence-reaper", every=settings.agent_heartbeat_interval, work=registry.expire_presence

@@ -11,6 +11,7 @@ from typing import Any
 
 from kai.agents.live import LiveAgents
 from kai.db import utcnow
+from kai.protocol.control import AgentClose, AgentSend
 from kai.realtime.broker import Broker
 
 log = logging.getLogger("kai.agents.relay")
@@ -46,13 +47,7 @@ class Relay:
             return False
         await self.broker.send_to_node(
             node,
-            {
-                "op": "agent_send",
-                "agentId": agent_id,
-                "message": message,
-                "restart": restart,
-                "origin": origin,
-            },
+            AgentSend(agent_id=agent_id, message=message, restart=restart, origin=origin).wire(),
         )
         return True
 
@@ -76,9 +71,7 @@ class Relay:
 
     async def close(self, agent_id: str, code: int, reason: str) -> None:
         """Close the agent's socket wherever it is."""
-        await self.broker.broadcast(
-            {"op": "agent_close", "agentId": agent_id, "code": code, "reason": reason}
-        )
+        await self.broker.broadcast(AgentClose(agent_id=agent_id, code=code, reason=reason).wire())
 
     def close_soon(self, agent_id: str, code: int, reason: str) -> None:
         self.spawn(self.close(agent_id, code, reason))
@@ -86,9 +79,7 @@ class Relay:
     def close_owned_soon(self, owner_id: str, code: int, reason: str) -> None:
         """Close every socket of ``owner_id``'s agents, on every node."""
         self.spawn(
-            self.broker.broadcast(
-                {"op": "agent_close", "ownerId": owner_id, "code": code, "reason": reason}
-            )
+            self.broker.broadcast(AgentClose(owner_id=owner_id, code=code, reason=reason).wire())
         )
 
     def spawn(self, work: Any) -> None:
@@ -103,27 +94,23 @@ class Relay:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        agent_id = str(message.get("agentId"))
-        if op == "agent_send":
-            origin = message.get("origin")
-            delivered = await self._deliver_here(
-                agent_id,
-                dict(message["message"]),
-                restart=bool(message.get("restart")),
-                origin=str(origin) if origin else None,
-            )
-            if not delivered:
-                log.warning("agent %s: routed message arrived after the agent left", agent_id)
-        elif op == "agent_close":
-            owner = message.get("ownerId")
-            if owner is not None:
-                closing = [live for live in self.live.all() if live.owner_id == owner]
-            else:
-                closing = [live] if (live := self.live.get(agent_id)) is not None else []
-            for live in closing:
-                await live.close(int(message.get("code", 1000)), str(message.get("reason", "")))
+    async def on_agent_send(self, sent: AgentSend) -> None:
+        """Another node routed a message to an agent connected here."""
+        delivered = await self._deliver_here(
+            sent.agent_id, sent.message, restart=sent.restart, origin=sent.origin
+        )
+        if not delivered:
+            log.warning("agent %s: routed message arrived after the agent left", sent.agent_id)
+
+    async def on_agent_close(self, closing: AgentClose) -> None:
+        if closing.owner_id is not None:
+            lives = [live for live in self.live.all() if live.owner_id == closing.owner_id]
+        elif closing.agent_id is not None:
+            lives = [live] if (live := self.live.get(closing.agent_id)) is not None else []
+        else:
+            lives = []
+        for live in lives:
+            await live.close(closing.code, closing.reason)
 
     # -- to the watchers -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from kai.errors import Conflict, NotFound
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import Close
+from kai.protocol.control import Kick
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.storage import Blobs, LocalDisk
@@ -251,7 +252,7 @@ class Registry:
     async def _forget(self, agent_id: str) -> None:
         """After a deletion: close every watcher's socket and drop the event log."""
         await self.broker.broadcast(
-            {"op": "kick", "agentId": agent_id, "code": 4004, "reason": "Agent deleted"}
+            Kick(agent_id=agent_id, code=4004, reason="Agent deleted").wire()
         )
         await self.broker.forget(agent_id)
 

@@ -1,25 +1,31 @@
-"""What a part plugs into the hub when it registers: services, broker listeners, background loops,
-writers, and what runs when the hub starts and stops.
+"""What a part plugs into the hub when it registers: services, handlers of control messages
+from other nodes, background loops, writers, and what runs when the hub starts and stops.
 
 Each part has one ``register()`` that builds its services and hands them, and what they need
 run, to a ``Wiring`` (its routers are a constant beside it, ``ROUTERS``, as the app mounts
-them before anything is built); the container starts and stops everything the parts registered, in
-order, so no part is wired by hand in the app.
+them before anything is built); the container starts and stops everything the parts
+registered, in order, so no part is wired by hand in the app.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
 from kai.kit.batch import BatchWriter
+from kai.protocol.control import CONTROL, CONTROL_OPS
 
 BrokerListener = Callable[[dict[str, Any]], Any]
+ControlHandler = Callable[[Any], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 T = TypeVar("T")
+C = TypeVar("C")
+log = logging.getLogger("kai.wiring")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,7 @@ class Wiring:
     """Everything the parts registered, in the order they registered it."""
 
     state: dict[str, Any] = field(default_factory=dict)
-    listeners: list[BrokerListener] = field(default_factory=list)
+    controls: dict[type[Any], list[ControlHandler]] = field(default_factory=dict)
     loops: list[LoopSpec] = field(default_factory=list)
     writers: list[NamedWriter] = field(default_factory=list)
     on_start: list[Hook] = field(default_factory=list)
@@ -53,9 +59,9 @@ class Wiring:
                 raise ValueError(f"{name!r} is provided twice")
             self.state[name] = service
 
-    def listen(self, listener: BrokerListener) -> None:
-        """Hear every control message the broker carries between nodes."""
-        self.listeners.append(listener)
+    def on_control(self, kind: type[C], handler: Callable[[C], Awaitable[None]]) -> None:
+        """Hear the control messages of class ``kind`` (kai/protocol/control.py) from any node."""
+        self.controls.setdefault(kind, []).append(handler)
 
     def loop(self, name: str, *, every: float, work: Callable[[], Awaitable[object]]) -> None:
         self.loops.append(LoopSpec(name, every, work))
@@ -87,3 +93,21 @@ def dependency(name: str, kind: type[T]) -> Callable[[HTTPConnection], Awaitable
 
     get.__name__ = f"provided_{name}"
     return get
+
+
+def control_dispatcher(controls: dict[type[Any], list[ControlHandler]]) -> BrokerListener:
+    """One broker listener for every control message: parsed once, then handed to the handlers
+    registered for its class. An ``op`` this node does not know is left alone."""
+
+    async def dispatch(message: dict[str, Any]) -> None:
+        if message.get("op") not in CONTROL_OPS:
+            return
+        try:
+            parsed = CONTROL.validate_python(message)
+        except ValidationError:
+            log.warning("a malformed %s control message was dropped", message.get("op"))
+            return
+        for handler in controls.get(type(parsed), ()):
+            await handler(parsed)
+
+    return dispatch

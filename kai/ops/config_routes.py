@@ -15,6 +15,7 @@ from kai.kit.openapi import errors
 from kai.kit.schemas import Body, Wire
 from kai.ops.deps import RuntimeDep
 from kai.protocol.bounds import TypedJson
+from kai.protocol.control import ConfigChanged
 from kai.realtime.deps import BrokerDep
 
 router = APIRouter(prefix="/api/config", tags=["ops"])
@@ -86,7 +87,7 @@ async def update_config(
         resource="config",
         detail=",".join(f"{runtime.wire(k)}={v}" for k, v in sorted(changes.items())),
     )
-    await broker.broadcast({"op": "config_changed"})
+    await broker.broadcast(ConfigChanged().wire())
     return ConfigUpdated.model_validate(
         {"settings": runtime.describe(), "timestamp": utcnow(), "updated_fields": names}
     )

@@ -9,6 +9,7 @@ from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.ops import apidocs_routes, config_routes, routes, service_routes
 from kai.ops.runtime import RuntimeConfig
+from kai.protocol.control import ConfigChanged
 
 ROUTERS = (routes.router, apidocs_routes.router, config_routes.router, service_routes.router)
 
@@ -22,6 +23,6 @@ def register(core: Core, wiring: Wiring) -> Ops:
     """Registered first: the other parts read the runtime settings it loads before they start."""
     runtime = RuntimeConfig(core.settings, core.db)
     wiring.provide(runtime=runtime)
-    wiring.listen(runtime.on_broker_message)
+    wiring.on_control(ConfigChanged, runtime.on_config_changed)
     wiring.starting(runtime.reload)
     return Ops(runtime=runtime)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from kai.config import Settings
 from kai.db import Base, Database, UTCDateTime, utcnow
 from kai.errors import Unprocessable
+from kai.protocol.control import ConfigChanged
 
 log = logging.getLogger("kai.ops.runtime")
 
@@ -137,9 +138,8 @@ class RuntimeConfig:
         """The permissions a change (by wire name) needs, checked before its values are."""
         return sorted({self.permission(k) for k in RUNTIME_KEYS if wire_name(k) in raw})
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "config_changed":
-            await self.reload()
+    async def on_config_changed(self, _: ConfigChanged) -> None:
+        await self.reload()
 
     def current(self) -> dict[str, Any]:
         return {key: getattr(self.settings, key) for key in RUNTIME_KEYS}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from kai.protocol.control import Kick
 from kai.realtime.connection import ClientConnection, CloseCode
 
 
@@ -46,14 +45,12 @@ class Clients:
         for conn in list(self._all):
             conn.close_soon(CloseCode.GOING_AWAY, "Hub shutting down")
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        """Kicks from any node: ``{"op": "kick", "sessionId"?, "userId"?, "agentId"?, ...}``."""
-        if message.get("op") != "kick":
-            return
+    async def on_kick(self, message: Kick) -> None:
+        """A kick from any node: close the sockets of that session, user or log here."""
         self.kick(
-            session_id=message.get("sessionId"),
-            user_id=message.get("userId"),
-            agent_id=message.get("agentId"),
-            code=int(message.get("code", CloseCode.SESSION_ENDED)),
-            reason=str(message.get("reason", "Session ended")),
+            session_id=message.session_id,
+            user_id=message.user_id,
+            agent_id=message.agent_id,
+            code=message.code,
+            reason=message.reason,
         )

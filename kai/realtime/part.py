@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kai.core import Core
 from kai.kit.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from kai.kit.wiring import Wiring
+from kai.protocol.control import Kick
 from kai.realtime.broker import Broker, MemoryBroker, Window
 from kai.realtime.clients import Clients
 from kai.realtime.handlers import Handlers, default_handlers
@@ -51,7 +52,7 @@ def register(core: Core, wiring: Wiring) -> Realtime:
         outbox=outbox,
     )
     wiring.provide(broker=broker, limiter=limiter, clients=clients, handlers=part.handlers)
-    wiring.listen(clients.on_broker_message)
+    wiring.on_control(Kick, clients.on_kick)
     if outbox.durable:
         wiring.writer("event-outbox-cleaner", outbox.cleaner)
         wiring.loop("event-outbox-relay", every=2.0, work=outbox.relay_left_behind)

@@ -16,6 +16,7 @@ from kai.config import Settings
 from kai.db import Database
 from kai.errors import BadRequest
 from kai.protocol.agent import Subscribe, TeamPublish
+from kai.protocol.control import FeedsRecheck
 from kai.realtime.broker import Broker
 from kai.realtime.connection import ClientConnection, CloseCode, Who
 from kai.realtime.events import dumps, team_log
@@ -156,10 +157,8 @@ class Feeds:
 
     # -- taking rights back ---------------------------------------------------------------------
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "feeds_recheck":
-            gone = message.get("teamId")
-            await self.recheck(str(message.get("ownerId")), gone_team=str(gone) if gone else None)
+    async def on_feeds_recheck(self, message: FeedsRecheck) -> None:
+        await self.recheck(message.owner_id, gone_team=message.team_id)
 
     async def recheck(self, owner_id: str, *, gone_team: str | None = None) -> int:
         """Close the feeds of ``owner_id``'s agents on this node that their agent may no longer

@@ -10,6 +10,7 @@ from kai.auth.part import Auth
 from kai.core import Core
 from kai.kit.wiring import Wiring
 from kai.protocol.agent import COORDINATION_MESSAGES
+from kai.protocol.control import FeedsRecheck
 from kai.realtime.part import Realtime
 from kai.teams import routes, socket
 from kai.teams.feeds import Feeds
@@ -52,7 +53,7 @@ def register(
         feeds=feeds,
     )
     wiring.provide(teams=teams, peers=peers)
-    wiring.listen(peers.on_broker_message)
+    wiring.on_control(FeedsRecheck, feeds.on_feeds_recheck)
     agents.messages.handle_each(COORDINATION_MESSAGES, peers.handle)
 
     async def drop_peer_work(live: LiveAgent, ours: bool) -> None:

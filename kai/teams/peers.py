@@ -159,9 +159,6 @@ class Peers:
 
     # -- what the channel part does for the routes and other nodes ---------------------------
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        await self.feeds.on_broker_message(message)
-
     async def recheck(self, owner_id: str, *, gone_team: str | None = None) -> int:
         return await self.feeds.recheck(owner_id, gone_team=gone_team)
 

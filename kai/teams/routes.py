@@ -13,6 +13,7 @@ from kai.auth.deps import DbSession, Require
 from kai.auth.service import Principal
 from kai.db import after_commit
 from kai.kit.openapi import errors
+from kai.protocol.control import FeedsRecheck, Kick
 from kai.realtime.broker import Broker
 from kai.realtime.connection import CloseCode
 from kai.realtime.deps import BrokerDep
@@ -126,7 +127,7 @@ async def delete_team(
     team = await teams.visible(session, viewer(principal), teamId)
     await teams.delete(session, team)
     await _recheck_feeds(peers, broker, session, team.owner_id, team_id=teamId)
-    closing = {"op": "kick", "agentId": team_log(teamId), "code": CloseCode.TEAM_DELETED}
+    closing = Kick(agent_id=team_log(teamId), code=CloseCode.TEAM_DELETED).wire()
     after_commit(
         session,
         lambda: relay.spawn(broker.broadcast({**closing, "reason": "Team deleted"})),
@@ -146,7 +147,7 @@ async def _recheck_feeds(
     the answer (so what comes after it is never seen), and on the other nodes at once."""
     await session.commit()
     await peers.recheck(owner_id, gone_team=team_id)
-    await broker.broadcast({"op": "feeds_recheck", "ownerId": owner_id, "teamId": team_id})
+    await broker.broadcast(FeedsRecheck(owner_id=owner_id, team_id=team_id).wire())
 
 
 def _grant_out(grant: Grant) -> GrantOut:

@@ -23,6 +23,7 @@ from kai.errors import BadRequest, Conflict, GatewayTimeout
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import CommandResult
+from kai.protocol.control import CommandAnswer
 from kai.realtime.broker import Broker
 from kai.work.models import Command
 
@@ -197,12 +198,12 @@ class Commands:
             self._resolve(answer)
             return
         await self.broker.send_to_node(
-            origin, {"op": "command_result", "answer": answer.model_dump(by_alias=True)}
+            origin, CommandAnswer(answer=answer.model_dump(by_alias=True)).wire()
         )
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "command_result":
-            self._resolve(CommandResult.model_validate(message["answer"]))
+    async def on_command_answer(self, message: CommandAnswer) -> None:
+        """Another node heard the agent's answer to a command whose caller waits here."""
+        self._resolve(CommandResult.model_validate(message.answer))
 
     def _resolve(self, answer: CommandResult) -> None:
         waiter = self._waiting.get(answer.command_id)

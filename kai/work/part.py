@@ -8,6 +8,7 @@ from kai.agents.part import Agents
 from kai.auth.part import Auth
 from kai.core import Core
 from kai.kit.wiring import Wiring
+from kai.protocol.control import CommandAnswer, StreamCancelled, TaskWake
 from kai.realtime.part import Realtime
 from kai.storage import LocalDisk
 from kai.work import backup, file_routes, routes, stream_routes
@@ -55,12 +56,9 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         settings, db, registry=registry, relay=relay, storage=LocalDisk(settings.data_dir / "files")
     )
     wiring.provide(commands=commands, tasks=tasks, streams=streams, files=files)
-    for listener in (
-        commands.on_broker_message,
-        tasks.on_broker_message,
-        streams.on_broker_message,
-    ):
-        wiring.listen(listener)
+    wiring.on_control(CommandAnswer, commands.on_command_answer)
+    wiring.on_control(TaskWake, tasks.on_task_wake)
+    wiring.on_control(StreamCancelled, streams.on_stream_cancelled)
     realtime.handlers.register(
         "command_execute", command_execute(auth.audit, relay, commands, settings)
     )

@@ -28,6 +28,7 @@ from kai.errors import BadRequest, Conflict, Gone, NotFound
 from kai.kit.batch import BatchWriter
 from kai.protocol.agent import StreamChunk as ChunkMessage
 from kai.protocol.agent import StreamEnd
+from kai.protocol.control import StreamCancelled
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import Stream, StreamChunk
@@ -170,16 +171,15 @@ class Streams:
             # No chunk has come, so no node holds it: its end is told from here.
             await self._publish_end(stream.agent_id, stream_id, "cancelled", 0, None)
         else:  # the node its chunks arrive on stores their count and tells the end
-            await self.broker.broadcast({"op": "stream_cancelled", "streamId": stream_id})
+            await self.broker.broadcast(StreamCancelled(stream_id=stream_id).wire())
         await self.relay.deliver(stream.agent_id, {"type": "cancel", "id": stream_id})
         return stream, previous
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "stream_cancelled":
-            stream_id = str(message.get("streamId"))
-            active = self._active.pop(stream_id, None)
-            if active is not None:
-                await self._cancelled(stream_id, active)
+    async def on_stream_cancelled(self, cancelled: StreamCancelled) -> None:
+        """A stream was cancelled on another node: if its chunks arrive here, end it here."""
+        active = self._active.pop(cancelled.stream_id, None)
+        if active is not None:
+            await self._cancelled(cancelled.stream_id, active)
 
     async def _cancelled(self, stream_id: str, active: _Active) -> None:
         """On the node holding a cancelled stream: store every chunk it took and their count,

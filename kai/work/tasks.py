@@ -34,6 +34,7 @@ from kai.errors import BadRequest, Conflict, NotFound
 from kai.kit.clock import Clock
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import TaskProgress, TaskResult
+from kai.protocol.control import TaskWake
 from kai.realtime.broker import Broker
 from kai.realtime.outbox import EventOutbox, Staged
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
@@ -356,13 +357,13 @@ class Tasks:
         try:
             node = await self.broker.presence(agent_id)
             if node is not None and node != self.broker.node_id:
-                await self.broker.send_to_node(node, {"op": "task_wake", "agentId": agent_id})
+                await self.broker.send_to_node(node, TaskWake(agent_id=agent_id).wire())
         except Exception as exc:
             log.warning("agent %s: queue wake-up not sent (%s)", agent_id, type(exc).__name__)
 
-    async def on_broker_message(self, message: dict[str, Any]) -> None:
-        if message.get("op") == "task_wake":
-            await self.dispatch(str(message.get("agentId")))
+    async def on_task_wake(self, wake: TaskWake) -> None:
+        """Another node has work for an agent connected here."""
+        await self.dispatch(wake.agent_id)
 
     async def dispatch(self, agent_id: str) -> int:
         """Claim and send as many of the agent's queued tasks as it has free slots here.
