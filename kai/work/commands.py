@@ -24,6 +24,7 @@ from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import CommandResult
 from kai.protocol.control import CommandAnswer
+from kai.protocol.states import AgentStatus, CommandStatus
 from kai.realtime.broker import Broker
 from kai.work.models import Command
 
@@ -75,7 +76,7 @@ class Commands:
             return sorted(live.commands)
         async with self.db.session(write=False) as session:
             agent = await self.registry.visible(session, viewer, agent_id)
-        if effective_status(agent, utcnow()) in ("offline", "restarting"):
+        if effective_status(agent, utcnow()) in (AgentStatus.OFFLINE, AgentStatus.RESTARTING):
             raise Conflict("Agent is not connected")
         return list((agent.capabilities or {}).get("commands") or [])
 
@@ -125,18 +126,20 @@ class Commands:
             try:
                 delivered = await self.relay.deliver(agent_id, message, origin=self.broker.node_id)
             except Exception:
-                self._record(row, status="failed", error="Not delivered")
+                self._record(row, status=CommandStatus.FAILED, error="Not delivered")
                 raise
             if not delivered:
-                self._record(row, status="failed", error="Agent is not connected")
+                self._record(row, status=CommandStatus.FAILED, error="Agent is not connected")
                 raise Conflict("Agent is not connected")
             if not expects_response:
-                self._record(row, status="sent")
+                self._record(row, status=CommandStatus.SENT)
                 return Outcome(command_id, True, None, None, time.perf_counter() - started)
             try:
                 answer = await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except TimeoutError:
-                self._record(row, status="timeout", error=f"No answer within {timeout:g} s")
+                self._record(
+                    row, status=CommandStatus.TIMEOUT, error=f"No answer within {timeout:g} s"
+                )
                 raise GatewayTimeout(
                     f"The agent did not answer within {timeout:g} s", commandId=command_id
                 ) from None
@@ -149,7 +152,7 @@ class Commands:
         elapsed = time.perf_counter() - started
         self._record(
             row,
-            status="succeeded" if answer.success else "failed",
+            status=CommandStatus.SUCCEEDED if answer.success else CommandStatus.FAILED,
             result=answer.result,
             error=answer.error,
             execution_time=elapsed,

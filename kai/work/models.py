@@ -9,6 +9,8 @@ from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kai.db import Base, UTCDateTime, new_id, utcnow
+from kai.protocol import states
+from kai.protocol.states import TaskStatus
 
 
 class Command(Base):
@@ -34,8 +36,8 @@ class Command(Base):
 
 PRIORITIES: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 PRIORITY_NAMES: dict[int, str] = {number: name for name, number in PRIORITIES.items()}
-TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-TASK_FINAL = frozenset({"succeeded", "failed", "cancelled"})
+TASK_STATES = tuple(TaskStatus)
+TASK_FINAL = states.TASK_FINAL
 
 
 class Task(Base):
@@ -57,7 +59,7 @@ class Task(Base):
     priority: Mapped[int] = mapped_column(Integer, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), default=TaskStatus.QUEUED)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)

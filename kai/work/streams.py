@@ -29,6 +29,7 @@ from kai.kit.batch import BatchWriter
 from kai.protocol.agent import StreamChunk as ChunkMessage
 from kai.protocol.agent import StreamEnd
 from kai.protocol.control import StreamCancelled
+from kai.protocol.states import StreamStatus
 from kai.realtime.broker import Broker
 from kai.realtime.events import Event
 from kai.work.models import Stream, StreamChunk
@@ -36,7 +37,7 @@ from kai.work.models import Stream, StreamChunk
 log = logging.getLogger("kai.work.streams")
 
 STREAM_NOT_FOUND = "Stream not found"
-ACTIVE = ("pending", "running")
+ACTIVE = (StreamStatus.PENDING, StreamStatus.RUNNING)
 READ_BATCH = 500
 KEEPALIVE = 15.0
 GONE_KEPT = timedelta(days=1)  # how long an expired stream still answers 410
@@ -117,7 +118,7 @@ class Streams:
             context=context,
             options=options,
             source_agent_id=source_agent_id,
-            status="pending",
+            status=StreamStatus.PENDING,
             chunks=0,
             created_at=now,
             expires_at=now + timedelta(seconds=self.settings.stream_ttl),
@@ -134,10 +135,12 @@ class Streams:
         try:
             delivered = await self.relay.deliver(agent_id, message)
         except BaseException:
-            await self._end(stream.id, agent_id, status="failed", error="Not delivered")
+            await self._end(stream.id, agent_id, status=StreamStatus.FAILED, error="Not delivered")
             raise
         if not delivered:
-            await self._end(stream.id, agent_id, status="failed", error="Agent is not connected")
+            await self._end(
+                stream.id, agent_id, status=StreamStatus.FAILED, error="Agent is not connected"
+            )
             raise Conflict("Agent is not connected")
         return stream
 
@@ -165,11 +168,11 @@ class Streams:
             previous = stream.status
             if previous not in ACTIVE:
                 raise Conflict(f"Stream already {previous}", currentStatus=previous)
-            stream.status = "cancelled"
+            stream.status = StreamStatus.CANCELLED
             stream.completed_at = utcnow()
-        if previous == "pending":
+        if previous == StreamStatus.PENDING:
             # No chunk has come, so no node holds it: its end is told from here.
-            await self._publish_end(stream.agent_id, stream_id, "cancelled", 0, None)
+            await self._publish_end(stream.agent_id, stream_id, StreamStatus.CANCELLED, 0, None)
         else:  # the node its chunks arrive on stores their count and tells the end
             await self.broker.broadcast(StreamCancelled(stream_id=stream_id).wire())
         await self.relay.deliver(stream.agent_id, {"type": "cancel", "id": stream_id})
@@ -189,7 +192,9 @@ class Streams:
             await session.execute(
                 update(Stream).where(Stream.id == stream_id).values(chunks=active.next_index)
             )
-        await self._publish_end(active.agent_id, stream_id, "cancelled", active.next_index, None)
+        await self._publish_end(
+            active.agent_id, stream_id, StreamStatus.CANCELLED, active.next_index, None
+        )
 
     # -- the agent's side --------------------------------------------------------------------
 
@@ -200,7 +205,7 @@ class Streams:
             stream = await self._adopt(agent_id, message.stream_id)
             if not isinstance(stream, _Active):
                 # Chunks of a stream cancelled before the agent heard of it: drop them quietly.
-                return None if stream == "cancelled" else "Unknown stream"
+                return None if stream == StreamStatus.CANCELLED else "Unknown stream"
             active = stream
         if active.agent_id != agent_id:
             return "Unknown stream"
@@ -232,7 +237,7 @@ class Streams:
                 return None
             if stream.status not in ACTIVE:
                 return stream.status
-            stream.status = "running"
+            stream.status = StreamStatus.RUNNING
             active = _Active(agent_id, next_index=stream.chunks)
         self._active[stream_id] = active
         return active
@@ -246,7 +251,11 @@ class Streams:
             return None
         async with self.db.session(write=False) as session:
             stream = await session.get(Stream, message.stream_id)
-        if stream is not None and stream.agent_id == agent_id and stream.status == "cancelled":
+        if (
+            stream is not None
+            and stream.agent_id == agent_id
+            and stream.status == StreamStatus.CANCELLED
+        ):
             return None  # the agent confirms a cancel it was asked for
         return "Unknown stream"
 
@@ -292,15 +301,21 @@ class Streams:
     async def agent_left(self, agent_id: str) -> None:
         """The agent's connection here ended: its unfinished streams end ``failed``."""
         for stream_id in [s for s, a in self._active.items() if a.agent_id == agent_id]:
-            await self._end(stream_id, agent_id, status="failed", error="Agent disconnected")
+            await self._end(
+                stream_id, agent_id, status=StreamStatus.FAILED, error="Agent disconnected"
+            )
         async with self.db.session(write=False) as session:
             waiting = list(
                 await session.scalars(
-                    select(Stream.id).where(Stream.agent_id == agent_id, Stream.status == "pending")
+                    select(Stream.id).where(
+                        Stream.agent_id == agent_id, Stream.status == StreamStatus.PENDING
+                    )
                 )
             )
         for stream_id in waiting:
-            await self._end(stream_id, agent_id, status="failed", error="Agent disconnected")
+            await self._end(
+                stream_id, agent_id, status=StreamStatus.FAILED, error="Agent disconnected"
+            )
 
     async def prune(self) -> int:
         """Drop the chunks of expired streams. The stream itself stays a day longer, so that
@@ -405,7 +420,7 @@ class _Reader:
         if stream is None:
             return (
                 "end",
-                {"streamId": self.stream_id, "status": "failed", "chunks": self.next},
+                {"streamId": self.stream_id, "status": StreamStatus.FAILED, "chunks": self.next},
                 None,
             )
         if stream.status in ACTIVE or self.next < stream.chunks:

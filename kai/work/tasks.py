@@ -35,6 +35,7 @@ from kai.kit.clock import Clock
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import TaskProgress, TaskResult
 from kai.protocol.control import TaskWake
+from kai.protocol.states import TaskStatus
 from kai.realtime.broker import Broker
 from kai.realtime.outbox import EventOutbox, Staged
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
@@ -130,7 +131,7 @@ class Tasks:
             priority=rank,
             idempotency_key=idempotency_key,
             request_digest=digest,
-            status="queued",
+            status=TaskStatus.QUEUED,
             progress=0.0,
             attempts=0,
             max_attempts=attempts,
@@ -241,10 +242,10 @@ class Tasks:
         # The agents stop first: an agent waiting on a subtask cancelled with its own task is
         # cancelled, rather than woken by the news that the subtask was.
         for each, was in stopped:
-            if was == "running":
+            if was == TaskStatus.RUNNING:
                 await self.relay.deliver(each.agent_id, {"type": "cancel", "id": each.id})
         await self._announce(cancelled, staged)
-        for agent_id in {each.agent_id for each, was in stopped if was == "running"}:
+        for agent_id in {each.agent_id for each, was in stopped if was == TaskStatus.RUNNING}:
             await self.wake(agent_id)  # their slots are free again
         return task, previous
 
@@ -279,7 +280,7 @@ class Tasks:
             return Estimate(None, task.started_at, task.completed_at)
         mean = await self._mean_duration(session, task.agent_id)
         now = self.clock.now()
-        if task.status == "running":
+        if task.status == TaskStatus.RUNNING:
             started = task.started_at or now
             end = max(now, started + mean) if mean is not None else None
             return Estimate(0, started, end)
@@ -288,7 +289,7 @@ class Tasks:
             .select_from(Task)
             .where(
                 Task.agent_id == task.agent_id,
-                Task.status == "queued",
+                Task.status == TaskStatus.QUEUED,
                 or_(
                     Task.priority > task.priority,
                     and_(
@@ -304,7 +305,7 @@ class Tasks:
         running = await session.scalar(
             select(func.count())
             .select_from(Task)
-            .where(Task.agent_id == task.agent_id, Task.status == "running")
+            .where(Task.agent_id == task.agent_id, Task.status == TaskStatus.RUNNING)
         )
         agent = await session.get(Agent, task.agent_id)
         slots = int((agent.capabilities or {}).get("maxConcurrency") or 1) if agent else 1
@@ -333,7 +334,7 @@ class Tasks:
                 select(Task.started_at, Task.completed_at)
                 .where(
                     Task.agent_id == agent_id,
-                    Task.status.in_(("succeeded", "failed")),
+                    Task.status.in_((TaskStatus.SUCCEEDED, TaskStatus.FAILED)),
                     Task.started_at.is_not(None),
                     Task.completed_at.is_not(None),
                 )
@@ -393,7 +394,7 @@ class Tasks:
                 .select_from(Task)
                 .where(
                     Task.agent_id == agent_id,
-                    Task.status == "running",
+                    Task.status == TaskStatus.RUNNING,
                     Task.lease_owner == live.connection_id,
                 )
             )
@@ -406,7 +407,7 @@ class Tasks:
                     select(Task)
                     .where(
                         Task.agent_id == agent_id,
-                        Task.status == "queued",
+                        Task.status == TaskStatus.QUEUED,
                         Task.task_type.in_(live.task_types),
                     )
                     .order_by(Task.priority.desc(), Task.created_at, Task.id)
@@ -415,7 +416,7 @@ class Tasks:
                 )
             )
             for task in claimed:
-                task.status = "running"
+                task.status = TaskStatus.RUNNING
                 task.attempts += 1
                 task.lease_owner = live.connection_id
                 task.lease_expires_at = now + self.lease
@@ -454,14 +455,14 @@ class Tasks:
                 select(Task)
                 .where(
                     Task.agent_id == agent_id,
-                    Task.status == "queued",
+                    Task.status == TaskStatus.QUEUED,
                     Task.task_type.not_in(task_types),
                 )
                 .with_for_update(skip_locked=True)
             )
         )
         for task in refused:
-            task.status = "failed"
+            task.status = TaskStatus.FAILED
             task.error = f"The agent does not take tasks of type {task.task_type!r}"
             task.completed_at = now
         return refused
@@ -473,7 +474,7 @@ class Tasks:
                 update(Task)
                 .where(
                     Task.agent_id == agent_id,
-                    Task.status == "running",
+                    Task.status == TaskStatus.RUNNING,
                     Task.lease_owner == connection_id,
                 )
                 .values(lease_expires_at=self.clock.now() + self.lease)
@@ -484,7 +485,7 @@ class Tasks:
         """The agent's running task ``task_id``, locked for the update."""
         task: Task | None = await session.scalar(
             select(Task)
-            .where(Task.id == task_id, Task.agent_id == agent_id, Task.status == "running")
+            .where(Task.id == task_id, Task.agent_id == agent_id, Task.status == TaskStatus.RUNNING)
             .with_for_update()
         )
         return task
@@ -508,7 +509,7 @@ class Tasks:
             if task is None or (result.attempt is not None and result.attempt != task.attempts):
                 log.info("stale or unknown result for task %s dropped", result.task_id)
                 return False
-            task.status = "succeeded" if result.success else "failed"
+            task.status = TaskStatus.SUCCEEDED if result.success else TaskStatus.FAILED
             task.result = result.result if result.success else None
             task.error = None if result.success else (result.error or "Task failed")
             task.progress = 1.0 if result.success else task.progress
@@ -528,7 +529,7 @@ class Tasks:
             expired = list(
                 await session.scalars(
                     select(Task)
-                    .where(Task.status == "running", Task.lease_expires_at < now)
+                    .where(Task.status == TaskStatus.RUNNING, Task.lease_expires_at < now)
                     .limit(500)
                     .with_for_update(skip_locked=True)
                 )
@@ -537,18 +538,18 @@ class Tasks:
                 task.lease_owner = None
                 task.lease_expires_at = None
                 if task.attempts >= task.max_attempts:
-                    task.status = "failed"
+                    task.status = TaskStatus.FAILED
                     task.error = (
                         f"The agent lost the task {task.attempts} times (no heartbeat in time)"
                     )
                     task.completed_at = now
                 else:
-                    task.status = "queued"
+                    task.status = TaskStatus.QUEUED
                     task.progress = 0.0
                     task.message = f"Back in the queue after attempt {task.attempts}"
             staged = await self._stage(session, expired)
         if expired:
-            self.requeued += sum(1 for task in expired if task.status == "queued")
+            self.requeued += sum(1 for task in expired if task.status == TaskStatus.QUEUED)
             await self._announce(expired, staged)
             for agent_id in {task.agent_id for task in expired}:
                 await self.wake(agent_id)  # a slot is free, and maybe a task is back
@@ -562,7 +563,7 @@ class Tasks:
         async with self.db.session(write=False) as session:
             waiting = set(
                 await session.scalars(
-                    select(Task.agent_id).where(Task.status == "queued").distinct()
+                    select(Task.agent_id).where(Task.status == TaskStatus.QUEUED).distinct()
                 )
             )
         sent = 0
@@ -608,7 +609,7 @@ class Tasks:
 
 
 def _cancelled(task: Task, message: str, at: datetime) -> None:
-    task.status = "cancelled"
+    task.status = TaskStatus.CANCELLED
     task.completed_at = at
     task.lease_owner = None
     task.lease_expires_at = None
@@ -626,9 +627,9 @@ def _task_event(task: Task) -> dict[str, Any]:
     }
     if task.message is not None:
         event["message"] = task.message
-    if task.status == "succeeded":
+    if task.status == TaskStatus.SUCCEEDED:
         event["result"] = task.result
-    elif task.status == "failed":
+    elif task.status == TaskStatus.FAILED:
         event["error"] = task.error
     if task.parent_id is not None:
         event["parentTaskId"] = task.parent_id
