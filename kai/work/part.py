@@ -51,7 +51,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth, agents:
         outbox=realtime.outbox,
         clock=core.clock,
     )
-    streams = Streams(settings, db, registry=registry, relay=relay, broker=broker)
+    streams = Streams(settings, db, registry=registry, relay=relay, broker=broker, clock=core.clock)
     files = Files(
         settings, db, registry=registry, relay=relay, storage=LocalDisk(settings.data_dir / "files")
     )

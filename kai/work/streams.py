@@ -26,6 +26,7 @@ from kai.config import Settings
 from kai.db import Database, new_id, utcnow
 from kai.errors import BadRequest, Conflict, Gone, NotFound
 from kai.kit.batch import BatchWriter
+from kai.kit.clock import Clock
 from kai.protocol.agent import StreamChunk as ChunkMessage
 from kai.protocol.agent import StreamEnd
 from kai.protocol.control import StreamCancelled
@@ -60,11 +61,13 @@ class Streams:
         registry: Registry,
         relay: Relay,
         broker: Broker,
+        clock: Clock,
     ) -> None:
         self.settings = settings
         self.db = db
         self.registry = registry
         self.relay = relay
+        self.clock = clock
         self.broker = broker
         self.writer: BatchWriter[dict[str, Any]] = BatchWriter(
             "stream-chunks",
@@ -109,7 +112,7 @@ class Streams:
             raise Conflict("Agent is not connected")
         if not (agent.capabilities or {}).get("streaming"):
             raise BadRequest("Agent does not take prompt streams")
-        now = utcnow()
+        now = self.clock.now()
         stream = Stream(
             id=new_id(),
             agent_id=agent_id,
@@ -149,7 +152,7 @@ class Streams:
         stream = await session.get(Stream, stream_id)
         if stream is None or not await self.registry.sees(session, viewer, stream.agent_id):
             raise NotFound(STREAM_NOT_FOUND)
-        if stream.expires_at <= utcnow():
+        if stream.expires_at <= self.clock.now():
             raise Gone("Stream expired", expiresAt=stream.expires_at)
         return stream
 
@@ -169,7 +172,7 @@ class Streams:
             if previous not in ACTIVE:
                 raise Conflict(f"Stream already {previous}", currentStatus=previous)
             stream.status = StreamStatus.CANCELLED
-            stream.completed_at = utcnow()
+            stream.completed_at = self.clock.now()
         if previous == StreamStatus.PENDING:
             # No chunk has come, so no node holds it: its end is told from here.
             await self._publish_end(stream.agent_id, stream_id, StreamStatus.CANCELLED, 0, None)
@@ -263,7 +266,7 @@ class Streams:
         """Store the end after every chunk before it, then publish it; False if it had ended."""
         active = self._active.pop(stream_id, None)
         await self.writer.flush()
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             stream = await session.scalar(
                 select(Stream)
@@ -320,7 +323,7 @@ class Streams:
     async def prune(self) -> int:
         """Drop the chunks of expired streams. The stream itself stays a day longer, so that
         it answers 410 Gone rather than 404, and then goes."""
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             expired = select(Stream.id).where(Stream.expires_at < now).scalar_subquery()
             result = await session.execute(

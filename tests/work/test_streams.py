@@ -20,6 +20,7 @@ from kai.work.models import Stream
 from tests.agents.conftest import ServerStarter
 from tests.agents.processes import Launcher, child_env, run_cli
 from tests.agents.support import HubServer, People, Person, RawAgent, agent_socket, eventually
+from tests.clock import FakeClock
 from tests.helpers import bearer
 from tests.realtime.client_support import PUBLIC_URL, Hubs, watch
 from tests.work.openai_upstream import (
@@ -571,14 +572,14 @@ async def test_a_stream_reads_back_until_it_expires_then_is_gone(
 async def test_an_expired_stream_stays_gone_after_the_expiry_loop_ran(
     start_server: ServerStarter,
 ) -> None:
-    async with start_server(stream_ttl=0.4) as server:
+    clock = FakeClock()  # the stream expires when the test moves the clock on
+    async with start_server(stream_ttl=60, clock=clock) as server:
         ann = await People(server).join("ann@example.com")
         opened = await written_stream(server, ann, ["one"])
-
-        async def pruned() -> bool:
-            return not await stored_chunks(server.hub, opened["streamId"])
-
-        await eventually(pruned, 5, what="the expiry loop's run")
+        assert await stored_chunks(server.hub, opened["streamId"])
+        clock.advance(61)
+        await server.hub.streams.prune()  # what the expiry loop runs
+        assert not await stored_chunks(server.hub, opened["streamId"])
         assert await server.hub.streams.state(opened["streamId"]) is not None
         response = await ann.call("GET", f"/api/streams/{opened['streamId']}")
         assert response.status_code == 410, response.text
