@@ -270,17 +270,19 @@ async def test_magic_link_answers_take_the_same_time_either_way(
     async with hub.client() as client:
         await client.post("/api/auth/register", json=registration("ann@example.com"))
         for i in range(60):
-            for kind, email in (
-                ("known", "ann@example.com"),
-                ("unknown", f"nobody{i}@example.com"),
-            ):
+            pair = [("known", "ann@example.com"), ("unknown", f"nobody{i}@example.com")]
+            # Each goes first half the time: whatever the one before left running in the
+            # background (the known address's mail) weighs on both alike.
+            for kind, email in pair if i % 2 == 0 else reversed(pair):
                 started = time.perf_counter()
                 response = await client.post("/api/auth/magic-link", json={"email": email})
                 samples[kind].append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 202
-                await asyncio.sleep(0.01)  # let the background work of one not land in the next
+                await asyncio.sleep(0.03)  # let the background work of one not land in the next
     known, unknown = (statistics.median(samples[k]) for k in ("known", "unknown"))
     log.warning("magic-link median: known %.2f ms, unknown %.2f ms", known, unknown)
-    assert abs(known - unknown) < max(1.0, 0.15 * unknown), (known, unknown)
+    # Finding the account and storing a link on the request's path would cost several ms on
+    # either database; 2 ms is beyond the noise of the suite's other worker on the same cores.
+    assert abs(known - unknown) < max(2.0, 0.2 * unknown), (known, unknown)
     # The known address did get its mails: the work happened, off the request's path.
     await mailbox.wait_for("ann@example.com", count=60, timeout=20)
