@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from kai.auth import store
 from kai.auth.rbac import Role
-from kai.config import ConfigError, Settings
-from kai.errors import KaiError
-from kai.kit import logs
-from kai.kit.logs import LogFormat
 
+# Only what every command needs is imported here: `kai agent run` starts an agent process with the
+# SDK alone, and commands import the hub's stack (FastAPI, SQLAlchemy, the container) when run.
 if TYPE_CHECKING:
+    from kai.config import Settings
     from kai.container import Container as Hub
+    from kai.kit.logs import LogFormat
 
 T = TypeVar("T")
 
@@ -37,10 +36,14 @@ app.add_typer(agents_cli, name="agents")
 
 
 def _setup_logging(level: str, fmt: LogFormat) -> None:
+    from kai.kit import logs
+
     logs.setup(level, fmt)
 
 
 def _settings() -> Settings:
+    from kai.config import Settings
+
     try:
         return Settings()
     except Exception as exc:
@@ -78,6 +81,7 @@ def serve(
     os.umask(0o077)  # whatever the hub writes (database, uploads, backups) is its own alone
 
     from kai.app import create_app
+    from kai.config import ConfigError
 
     settings = _settings()
     if host is not None:
@@ -176,6 +180,7 @@ async def _schema_revision(url: str) -> str | None:
 
 def _with_hub(work: Callable[[Hub], Awaitable[T]]) -> T:
     from kai import container
+    from kai.errors import KaiError
 
     settings = _settings()
     # A new database is set up; one behind this kai is left for `kai migrate` to upgrade, so
@@ -241,6 +246,8 @@ def users_set_role(
     """Change an account's role; it applies to the account's next request."""
 
     async def work(hub: Hub) -> None:
+        from kai.auth import store
+
         async with hub.db.session() as session:
             user = await store.user_by_email(session, email.strip().lower())
             if user is None:
@@ -261,6 +268,8 @@ def users_set_password(
     secret = _password(password)
 
     async def work(hub: Hub) -> None:
+        from kai.auth import store
+
         async with hub.db.session() as session:
             user = await store.user_by_email(session, email.strip().lower())
             if user is None:

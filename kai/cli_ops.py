@@ -11,25 +11,20 @@ import asyncio
 import io
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
-from sqlalchemy import select
 
-from kai.agents import backup, store
-from kai.agents.models import Agent, AgentLog
-from kai.agents.service import effective_status
-from kai.auth.models import User
 from kai.cli import _with_hub, agents_cli, app, users
-from kai.container import Container as Hub
-from kai.db import utcnow
-from kai.errors import NotFound
-from kai.protocol.agent import LEVELS
-from kai.work.models import PRIORITY_NAMES, TASK_FINAL, Task
+
+# The hub's stack is imported by the commands that use it, not by every `kai` process.
+if TYPE_CHECKING:
+    from kai.agents.models import Agent, AgentLog
+    from kai.container import Container as Hub
 
 console = Console()
 tasks_cli = typer.Typer(help="Watch tasks.", no_args_is_help=True)
@@ -44,6 +39,12 @@ def _when(value: datetime | None) -> str:
 
 async def _agent(hub: Hub, name_or_id: str) -> Agent:
     """The agent with this id, or the only agent with this name."""
+    from sqlalchemy import select
+
+    from kai.agents import store
+    from kai.agents.models import Agent
+    from kai.errors import NotFound
+
     async with hub.db.session(write=False) as session:
         found = await store.get(session, name_or_id)
         if found is not None:
@@ -61,6 +62,13 @@ async def _agent(hub: Hub, name_or_id: str) -> Agent:
 @agents_cli.command("list")
 def agents_list() -> None:
     """Every agent with its owner, status, health and last activity."""
+
+    from sqlalchemy import select
+
+    from kai.agents.models import Agent
+    from kai.agents.service import effective_status
+    from kai.auth.models import User
+    from kai.db import utcnow
 
     async def work(hub: Hub) -> Table:
         now = utcnow()
@@ -98,6 +106,11 @@ def agents_logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines")] = False,
 ) -> None:
     """The agent's latest log lines; with --follow, new ones as they are written."""
+    from sqlalchemy import select
+
+    from kai.agents.models import AgentLog
+    from kai.protocol.agent import LEVELS
+
     min_level = LEVELS.get(level.upper()) if level else None
     if level and min_level is None:
         console.print(f"kai: unknown level {level!r} (one of {', '.join(LEVELS)})")
@@ -175,6 +188,10 @@ def tasks_watch(
 
 
 async def _open_tasks(hub: Hub, agent_id: str) -> int:
+    from sqlalchemy import select
+
+    from kai.work.models import Task
+
     async with hub.db.session(write=False) as session:
         rows = await session.scalars(
             select(Task.id).where(Task.agent_id == agent_id, Task.status.in_(("queued", "running")))
@@ -183,6 +200,10 @@ async def _open_tasks(hub: Hub, agent_id: str) -> int:
 
 
 async def _task_table(hub: Hub, agent_id: str, limit: int) -> Table:
+    from sqlalchemy import select
+
+    from kai.work.models import PRIORITY_NAMES, TASK_FINAL, Task
+
     async with hub.db.session(write=False) as session:
         tasks = list(
             await session.scalars(
@@ -214,6 +235,7 @@ def agents_backup(
     agent: Annotated[str, typer.Argument(help="The agent's id or name")],
 ) -> None:
     """Write a backup of the agent (record, logs and all its work) without deleting it."""
+    from kai.agents import backup, store
 
     async def work(hub: Hub) -> Path:
         found = await _agent(hub, agent)
@@ -243,6 +265,9 @@ def _progress() -> Progress:
 @users.command("list")
 def users_list() -> None:
     """Every account with its role and state."""
+    from sqlalchemy import select
+
+    from kai.auth.models import User
 
     async def work(hub: Hub) -> Table:
         async with hub.db.session(write=False) as session:
