@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,8 @@ from sqlalchemy.util import greenlet_spawn
 
 from kai.config import private_dir, private_file
 from kai.errors import KaiError
+
+log = logging.getLogger("kai.db")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -194,6 +197,7 @@ class Database:
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self._closing: set[asyncio.Task[None]] = set()
+        self._after: set[asyncio.Future[None]] = set()  # background work queued by commits
         writer = self.engine.execution_options(kai_write=True)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer: async_sessionmaker[AsyncSession] = async_sessionmaker(
@@ -221,13 +225,30 @@ class Database:
             try:
                 yield session
             except KaiError as exc:
-                await _finish(session, commit=exc.persist)
+                await self._finish(session, commit=exc.persist)
                 raise
             except BaseException:
                 await session.rollback()
                 raise
             else:
-                await _finish(session, commit=True)
+                await self._finish(session, commit=True)
+
+    async def _finish(self, session: AsyncSession, *, commit: bool) -> None:
+        callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+        if not commit:
+            await session.rollback()
+            return
+        await session.commit()
+        for callback in callbacks:
+            try:
+                started = callback()
+            except Exception:
+                log.exception("after a commit, %r failed; the committed work stands", callback)
+                continue
+            if inspect.isawaitable(started):
+                task = asyncio.ensure_future(_logged(started))
+                self._after.add(task)
+                task.add_done_callback(self._after.discard)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -245,9 +266,18 @@ class Database:
             task.add_done_callback(self._closing.discard)
 
     async def dispose(self) -> None:
+        if self._after:
+            await asyncio.wait(list(self._after), timeout=5)
         for task in list(self._closing):
             await task
         await self.engine.dispose()
+
+
+async def _logged(work: Awaitable[object]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("work queued by a commit failed; the committed work stands")
 
 
 def _checked_out(pool: Pool) -> int:
@@ -261,19 +291,17 @@ async def _close_when_returned(pool: Pool, grace: float) -> None:
     await greenlet_spawn(pool.dispose)
 
 
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once ``session``'s transaction has committed (never if it rolls back)."""
+AfterCommit = Callable[[], object]
+"""Work for after a commit: a plain call, or one that returns an awaitable to run in the
+background (a publish, a delivery)."""
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once ``session``'s transaction has committed (never if it rolls back).
+
+    The work is committed whatever the callback does: one that raises is logged, one that
+    returns an awaitable runs on in the background, and neither fails the unit of work."""
     session.info.setdefault("after_commit", []).append(callback)
-
-
-async def _finish(session: AsyncSession, *, commit: bool) -> None:
-    callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
-    if not commit:
-        await session.rollback()
-        return
-    await session.commit()
-    for callback in callbacks:
-        callback()
 
 
 async def delete_before(

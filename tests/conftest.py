@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +36,34 @@ from tests.services import (
 )
 
 TEST_SECRET = "kai-test-signing-key-0123456789-abcdefghijklmnop"
+
+
+# -- isolation ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """Each test leaves logging as it found it: a hub started in-process applies its log level
+    to the root logger, ``logs.setup`` replaces the root's handlers, and a worker runs many tests
+    in turn, so what one test set must not decide what the next one captures."""
+    root = logging.getLogger()
+    kept_root = (root.level, list(root.handlers))
+    kept = {
+        name: (logger.level, logger.disabled, logger.propagate, list(logger.handlers))
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    root.setLevel(kept_root[0])
+    root.handlers[:] = kept_root[1]
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        level, disabled, propagate, handlers = kept.get(name, (logging.NOTSET, False, True, []))
+        logger.setLevel(level)
+        logger.disabled = disabled
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
 
 
 # -- databases -------------------------------------------------------------------------------

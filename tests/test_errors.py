@@ -355,7 +355,13 @@ async def test_unhandled_error_is_a_500_problem(
     assert "RuntimeError" not in response.text
     assert "Traceback" not in response.text
     records = [r for r in caplog.records if "trace-me-42" in r.getMessage()]
-    assert records, [r.getMessage() for r in caplog.records]
+    http = logging.getLogger("kai.http")
+    assert records, (
+        [r.getMessage() for r in caplog.records],
+        http.disabled,
+        http.getEffectiveLevel(),
+        logging.getLogger().handlers,
+    )
     assert records[0].levelno == logging.ERROR
     assert records[0].exc_info is not None
     assert isinstance(records[0].exc_info[1], RuntimeError)

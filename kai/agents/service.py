@@ -246,7 +246,7 @@ class Registry:
             self.backups.discard(session, work)
         await store.remove(session, agent.id)
         self._close_after_commit(session, agent.id, Close.DELETED, "Agent deleted")
-        after_commit(session, lambda: self.relay.spawn(self._forget(agent.id)))
+        after_commit(session, lambda: self._forget(agent.id))
         return backup_id
 
     async def _forget(self, agent_id: str) -> None:

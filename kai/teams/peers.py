@@ -42,6 +42,7 @@ from kai.work.commands import Commands
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, Task
 from kai.work.streams import KEEPALIVE_ITEM, Streams
 from kai.work.tasks import Tasks
+from kai.work.wire import task_state
 
 log = logging.getLogger("kai.teams.peers")
 
@@ -252,20 +253,10 @@ class Peers:
 
 
 def _task_view(task: Task) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "taskId": task.id,
+    """A task as a peer hears of it: the socket view, with whose it is and its priority."""
+    return {
+        **task_state(task),
         "peerId": task.agent_id,
-        "taskType": task.task_type,
-        "status": task.status,
-        "progress": task.progress,
-        "attempt": task.attempts,
         "priority": PRIORITY_NAMES.get(task.priority, PRIORITY_NAMES[PRIORITIES["medium"]]),
         "parentTaskId": task.parent_id,
     }
-    if task.message is not None:
-        view["message"] = task.message
-    if task.status == "succeeded":
-        view["result"] = task.result
-    elif task.status == "failed":
-        view["error"] = task.error
-    return view

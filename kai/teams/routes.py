@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kai.agents.deps import RegistryDep, RelayDep
+from kai.agents.deps import RegistryDep
 from kai.agents.routes import viewer
 from kai.auth.deps import DbSession, Require
 from kai.auth.service import Principal
@@ -118,7 +118,6 @@ async def delete_team(
     teamId: str,
     principal: Updater,
     broker: BrokerDep,
-    relay: RelayDep,
     teams: TeamsDep,
     session: DbSession,
     peers: PeersDep,
@@ -128,10 +127,7 @@ async def delete_team(
     await teams.delete(session, team)
     await _recheck_feeds(peers, broker, session, team.owner_id, team_id=teamId)
     closing = Kick(agent_id=team_log(teamId), code=CloseCode.TEAM_DELETED).wire()
-    after_commit(
-        session,
-        lambda: relay.spawn(broker.broadcast({**closing, "reason": "Team deleted"})),
-    )
+    after_commit(session, lambda: broker.broadcast({**closing, "reason": "Team deleted"}))
     return DeletedTeam(team_id=teamId)
 
 

@@ -39,6 +39,7 @@ from kai.protocol.states import TaskStatus
 from kai.realtime.broker import Broker
 from kai.realtime.outbox import EventOutbox, Staged
 from kai.work.models import PRIORITIES, PRIORITY_NAMES, TASK_FINAL, Task
+from kai.work.wire import task_event
 
 log = logging.getLogger("kai.work.tasks")
 
@@ -582,7 +583,7 @@ class Tasks:
             return Staged()
         events: dict[str, list[dict[str, Any]]] = {}
         for task in tasks:
-            events.setdefault(task.agent_id, []).append(_task_event(task))
+            events.setdefault(task.agent_id, []).append(task_event(task))
         return self.outbox.stage(session, events)
 
     async def _announce(self, tasks: list[Task], staged: Staged) -> None:
@@ -594,7 +595,7 @@ class Tasks:
             if task.status in TASK_FINAL:
                 COUNTS.tasks[task.status] += 1
             if task.source_agent_id is not None and task.source_agent_id != task.agent_id:
-                event = _task_event(task)
+                event = task_event(task)
                 self.relay.spawn(self._tell_source(task.source_agent_id, task.agent_id, event))
 
     async def _tell_source(self, source: str, agent_id: str, event: dict[str, Any]) -> None:
@@ -614,23 +615,3 @@ def _cancelled(task: Task, message: str, at: datetime) -> None:
     task.lease_owner = None
     task.lease_expires_at = None
     task.message = message
-
-
-def _task_event(task: Task) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "task_update",
-        "taskId": task.id,
-        "taskType": task.task_type,
-        "status": task.status,
-        "progress": task.progress,
-        "attempt": task.attempts,
-    }
-    if task.message is not None:
-        event["message"] = task.message
-    if task.status == TaskStatus.SUCCEEDED:
-        event["result"] = task.result
-    elif task.status == TaskStatus.FAILED:
-        event["error"] = task.error
-    if task.parent_id is not None:
-        event["parentTaskId"] = task.parent_id
-    return event
