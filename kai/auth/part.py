@@ -51,6 +51,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime) -> Auth:
         audit=audit,
         outbox=outbox,
         limiter=realtime.limiter,
+        clock=core.clock,
     )
     wiring.provide(identity=identity, audit=audit, outbox=outbox)
     wiring.writer("audit-writer", audit.writer)

@@ -21,7 +21,7 @@ from kai.auth.passwords import Passwords, check_password
 from kai.auth.rbac import Role
 from kai.auth.tokens import ACCESS, InvalidToken, Signer, digest, new_secret
 from kai.config import Settings
-from kai.db import Database, after_commit, new_id, utcnow
+from kai.db import Database, after_commit, new_id
 from kai.errors import (
     BadRequest,
     Conflict,
@@ -31,6 +31,7 @@ from kai.errors import (
     Unauthorized,
     Unprocessable,
 )
+from kai.kit.clock import Clock
 from kai.kit.ratelimit import Limiter
 
 LOGIN_FAILED = "Authentication failed"
@@ -108,8 +109,10 @@ class Identity:
         audit: AuditLog,
         outbox: Outbox,
         limiter: Limiter,
+        clock: Clock,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # what sessions, links and their expiries are timed by
         self.db = db
         self.passwords = passwords
         self.signer = signer
@@ -189,7 +192,7 @@ class Identity:
         self.audit.auth(
             "register", ok=False, user_id=owner.id, client_ip=client.ip, detail="address taken"
         )
-        now = utcnow()
+        now = self.clock.now()
         return User(
             id=new_id(),
             email=owner.email,
@@ -255,7 +258,7 @@ class Identity:
     # -- sessions and tokens ----------------------------------------------------------------
 
     async def _open_session(self, session: AsyncSession, user: User, client: Client) -> Issued:
-        now = utcnow()
+        now = self.clock.now()
         row = Session(
             user_id=user.id,
             created_at=now,
@@ -269,7 +272,7 @@ class Identity:
         return await self._issue(session, user, row)
 
     async def _issue(self, session: AsyncSession, user: User, row: Session) -> Issued:
-        now = utcnow()
+        now = self.clock.now()
         row.last_used_at = now
         access_ttl = min(timedelta(seconds=self.settings.access_token_ttl), row.expires_at - now)
         access, access_expires = self.signer.issue(
@@ -296,7 +299,7 @@ class Identity:
             claims = self.signer.verify(token, ACCESS, required=("sid",))
         except InvalidToken:
             raise Unauthorized(SESSION_INVALID) from None
-        found = await store.live_session(session, str(claims["sid"]), utcnow())
+        found = await store.live_session(session, str(claims["sid"]), self.clock.now())
         if found is None:
             raise Unauthorized(SESSION_INVALID)
         row, user = found
@@ -305,7 +308,7 @@ class Identity:
         return Principal(user, row)
 
     async def refresh(self, session: AsyncSession, token: str, *, client: Client) -> Issued:
-        now = utcnow()
+        now = self.clock.now()
         held = await store.refresh_token(session, digest(token))
         if held is None:
             raise Unauthorized("Invalid refresh token")
@@ -332,7 +335,9 @@ class Identity:
         return await self._issue(session, user, row)
 
     async def logout(self, session: AsyncSession, principal: Principal, *, client: Client) -> None:
-        await store.revoke_session(session, principal.session_id, reason="logout", now=utcnow())
+        await store.revoke_session(
+            session, principal.session_id, reason="logout", now=self.clock.now()
+        )
         self._kick_after_commit(
             session, sessionId=principal.session_id, code=4001, reason="Session ended"
         )
@@ -374,7 +379,7 @@ class Identity:
     async def _link_mail(self, session: AsyncSession, user: User, *, kind: str) -> Mail:
         """A new single-use link for ``user`` (voiding older ones), and the mail that holds it."""
         purpose, subject, intro = _LINK_MAILS[kind]
-        now = utcnow()
+        now = self.clock.now()
         await store.void_magic_links(session, user.id, now)
         token = new_secret()
         session.add(
@@ -399,7 +404,7 @@ class Identity:
     async def verify_magic_link(
         self, session: AsyncSession, token: str, *, client: Client
     ) -> Issued:
-        link = await store.spend_magic_link(session, digest(token), utcnow())
+        link = await store.spend_magic_link(session, digest(token), self.clock.now())
         user = await store.user_by_id(session, link.user_id) if link else None
         if link is None or user is None or user.disabled:
             self.audit.auth("magic_link", ok=False, client_ip=client.ip, detail="invalid")
@@ -424,7 +429,7 @@ class Identity:
         if discarded:
             user.password_hash = None
         ended = await store.revoke_user_sessions(
-            session, user.id, reason="address_proven", now=utcnow()
+            session, user.id, reason="address_proven", now=self.clock.now()
         )
         if ended:
             self._kick_after_commit(session, userId=user.id, code=4001, reason="Session ended")
@@ -492,7 +497,9 @@ class Identity:
             user.disabled = disabled
             changed.append("disabled")
             if disabled:
-                await store.revoke_user_sessions(session, user.id, reason="disabled", now=utcnow())
+                await store.revoke_user_sessions(
+                    session, user.id, reason="disabled", now=self.clock.now()
+                )
                 self._kick_after_commit(session, userId=user.id, code=4001, reason="Session ended")
                 close = self.close_agents_of
                 if close is not None:
@@ -508,7 +515,7 @@ class Identity:
         """An admin's reset: every session of the account ends."""
         self.accept_password(password, email=user.email, field="password")
         user.password_hash = await self.passwords.hash(password)
-        await store.revoke_user_sessions(session, user.id, reason="password", now=utcnow())
+        await store.revoke_user_sessions(session, user.id, reason="password", now=self.clock.now())
         self._kick_after_commit(session, userId=user.id, code=4001, reason="Session ended")
         await session.flush()
 
@@ -543,7 +550,7 @@ class Identity:
             raise Forbidden("The current password is not right")
         self.accept_password(new, email=user.email, field="newPassword")
         user.password_hash = await self.passwords.hash(new)
-        now = utcnow()
+        now = self.clock.now()
         ended = await store.revoke_user_sessions(
             session, user.id, reason="password", now=now, keep=principal.session_id
         )
@@ -563,14 +570,14 @@ class Identity:
 
     async def sessions_of(self, session: AsyncSession, principal: Principal) -> Sequence[Session]:
         """The caller's live sessions, newest first."""
-        return await store.live_sessions(session, principal.user_id, utcnow())
+        return await store.live_sessions(session, principal.user_id, self.clock.now())
 
     async def revoke_own_session(
         self, session: AsyncSession, principal: Principal, session_id: str, *, client: Client
     ) -> None:
         """End one of the caller's sessions (anyone else's is not found)."""
         revoked = await store.revoke_session(
-            session, session_id, reason="revoked", now=utcnow(), user_id=principal.user_id
+            session, session_id, reason="revoked", now=self.clock.now(), user_id=principal.user_id
         )
         if not revoked:
             raise NotFound("Session not found")

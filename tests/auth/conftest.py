@@ -13,6 +13,7 @@ from asgi_lifespan import LifespanManager
 
 from kai.app import create_app
 from kai.config import Settings
+from kai.kit.clock import Clock
 from tests.conftest import Running
 
 Peer = tuple[str, int]
@@ -32,9 +33,12 @@ class Started(Running):
 
 
 @asynccontextmanager
-async def start_hub(settings: Settings, *, peer: Peer = LOCAL_PEER) -> AsyncIterator[Started]:
-    """Start a hub with ``settings``, as the ``running`` fixture does; stop it on exit."""
-    app = create_app(settings)
+async def start_hub(
+    settings: Settings, *, peer: Peer = LOCAL_PEER, clock: Clock | None = None
+) -> AsyncIterator[Started]:
+    """Start a hub with ``settings`` (keeping time by ``clock``), as the ``running`` fixture
+    does; stop it on exit."""
+    app = create_app(settings, clock=clock)
     async with LifespanManager(app, startup_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False, client=peer)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -42,14 +46,19 @@ async def start_hub(settings: Settings, *, peer: Peer = LOCAL_PEER) -> AsyncIter
 
 
 class HubStarter(Protocol):
-    def __call__(self, **overrides: Any) -> AbstractAsyncContextManager[Started]: ...
+    def __call__(
+        self, clock: Clock | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[Started]: ...
 
 
 @pytest.fixture
 def start(settings: Settings) -> HubStarter:
-    """``async with start(auth_rate_limit=3) as hub:`` runs a hub with those settings changed."""
+    """``async with start(auth_rate_limit=3) as hub:`` runs a hub with those settings changed
+    (and ``clock=``, a clock the test moves on)."""
 
-    def starter(**overrides: Any) -> AbstractAsyncContextManager[Started]:
-        return start_hub(settings.model_copy(update=overrides))
+    def starter(
+        clock: Clock | None = None, **overrides: Any
+    ) -> AbstractAsyncContextManager[Started]:
+        return start_hub(settings.model_copy(update=overrides), clock=clock)
 
     return starter

@@ -20,6 +20,7 @@ from tests.auth.support import (
     session_status,
     user_row,
 )
+from tests.clock import FakeClock
 from tests.conftest import Mailbox
 from tests.helpers import PASSWORD, Api, assert_problem, bearer
 
@@ -99,11 +100,12 @@ async def test_an_expired_magic_link_is_refused(
 
 
 async def test_a_magic_link_expires_after_its_ttl(start: HubStarter, mailbox: Mailbox) -> None:
-    async with start(magic_link_ttl=1) as hub:
+    clock = FakeClock()
+    async with start(clock=clock, magic_link_ttl=1) as hub:
         await Api(hub.client).register("ann@example.com")
         await request_link(hub.client, "ann@example.com")
         token = magic_token((await mailbox.wait_for("ann@example.com"))[0])
-        await asyncio.sleep(1.1)
+        clock.advance(1.1)
         response = await hub.client.post(VERIFY, json={"token": token})
         assert_problem(response, 400, INVALID)
 
