@@ -36,7 +36,7 @@ def register(core: Core, wiring: Wiring, realtime: Realtime, auth: Auth) -> Agen
     settings, db, broker = core.settings, core.db, realtime.broker
     live = LiveAgents()
     relay = Relay(live, broker)
-    registry = Registry(settings, db=db, live=live, relay=relay, broker=broker)
+    registry = Registry(settings, db=db, live=live, relay=relay, broker=broker, clock=core.clock)
     supervisor = Supervisor(db, registry, hub_url=local_ws_url(settings))
     identity = auth.identity
     identity.kicks = lambda message: relay.spawn(

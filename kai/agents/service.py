@@ -24,9 +24,10 @@ from kai.agents.quota import Admitted, LogQuota, log_size
 from kai.agents.relay import Relay
 from kai.auth.tokens import digest, new_secret
 from kai.config import Settings
-from kai.db import Database, after_commit, delete_before, utcnow
+from kai.db import Database, after_commit, delete_before
 from kai.errors import Conflict, NotFound
 from kai.kit.batch import BatchWriter
+from kai.kit.clock import Clock
 from kai.kit.counters import COUNTS
 from kai.protocol.agent import Close
 from kai.protocol.control import Kick
@@ -71,9 +72,17 @@ class Registry:
     """Everything the hub does to agents on behalf of people."""
 
     def __init__(
-        self, settings: Settings, *, db: Database, live: LiveAgents, relay: Relay, broker: Broker
+        self,
+        settings: Settings,
+        *,
+        db: Database,
+        live: LiveAgents,
+        relay: Relay,
+        broker: Broker,
+        clock: Clock,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # what statuses, uptimes and log ages are judged by
         self.backups = backup.Backups()  # the parts above register their tables
         self.backup_store: Blobs = LocalDisk(settings.data_dir / "backups" / "agents")
         self.db = db
@@ -135,7 +144,7 @@ class Registry:
 
     def view(self, agent: Agent, now: datetime | None = None) -> dict[str, Any]:
         """The agent as the API shows it: its record enriched with live state."""
-        now = now or utcnow()
+        now = now or self.clock.now()
         status = effective_status(agent, now)
         online = status != "offline"
         live = self.live.get(agent.id)
@@ -190,7 +199,7 @@ class Registry:
                 limit=most,
             )
         token = new_agent_token()
-        now = utcnow()
+        now = self.clock.now()
         agent = Agent(
             owner_id=owner_id,
             name=name,
@@ -219,7 +228,7 @@ class Registry:
         for key in changed:
             setattr(agent, key, changes[key])
         if changed:
-            agent.updated_at = utcnow()
+            agent.updated_at = self.clock.now()
             await session.flush()
         return changed
 
@@ -227,7 +236,7 @@ class Registry:
         """A new token for ``agent``; the old one stops working and its socket is closed."""
         token = new_agent_token()
         agent.token_hash = digest(token)
-        agent.token_rotated_at = agent.updated_at = utcnow()
+        agent.token_rotated_at = agent.updated_at = self.clock.now()
         await session.flush()
         self._close_after_commit(session, agent.id, Close.TOKEN_REVOKED, "Token rotated")
         return token, agent.token_rotated_at
@@ -271,7 +280,7 @@ class Registry:
         """
         async with self.db.session(write=False) as session:
             agent = await self.visible(session, viewer, agent_id)
-        previous = effective_status(agent, utcnow())
+        previous = effective_status(agent, self.clock.now())
         if previous == "offline":
             raise Conflict("Agent is offline; only a connected agent can be restarted")
         back: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -307,13 +316,15 @@ class Registry:
             await self._give_up_restart(agent, previous)
         async with self.db.session(write=False) as session:
             agent = await self.visible(session, viewer, agent_id)
-        current = effective_status(agent, utcnow())
+        current = effective_status(agent, self.clock.now())
         if not back.done():
             return Restarted(False, previous, current, None, None)
-        return Restarted(True, previous, current, round(time.monotonic() - started, 3), utcnow())
+        return Restarted(
+            True, previous, current, round(time.monotonic() - started, 3), self.clock.now()
+        )
 
     async def _set_status(self, agent_id: str, *, status: str, health: str) -> None:
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             await store.set_state(session, agent_id, status=status, status_changed_at=now)
         await self.relay.status(agent_id, status=status, health=health, at=now)
@@ -322,7 +333,7 @@ class Registry:
         """An agent that kept its connection and ignored the restart is as it was before."""
         if agent.connection_id is None:
             return
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             kept = await store.set_state_if_connection(
                 session, agent.id, agent.connection_id, status=previous, status_changed_at=now
@@ -343,7 +354,7 @@ class Registry:
                 "status": "offline",
                 "health": "unknown",
                 "statusMessage": None,
-                "timestamp": utcnow(),
+                "timestamp": self.clock.now(),
             }
         view = self.view(agent)
         return {
@@ -388,7 +399,7 @@ class Registry:
 
     async def expire_presence(self) -> list[str]:
         """Mark offline the agents whose holding node stopped renewing their presence."""
-        now = utcnow()
+        now = self.clock.now()
         async with self.db.session() as session:
             expired = await store.expire_presence(session, now)
         for agent_id in expired:
@@ -406,5 +417,5 @@ class Registry:
 
     async def prune_logs(self, *, older_than: timedelta) -> int:
         """Delete the log records older than ``older_than``, in batches."""
-        before = utcnow() - older_than
+        before = self.clock.now() - older_than
         return await delete_before(self.db, AgentLog.id, AgentLog.timestamp, before)

@@ -22,7 +22,7 @@ from kai.agents.service import Registry
 from kai.auth.audit import AuditLog
 from kai.auth.tokens import digest
 from kai.config import Settings
-from kai.db import Database, new_id, utcnow
+from kai.db import Database, new_id
 from kai.protocol.agent import (
     AGENT_MESSAGE,
     AGENT_MESSAGE_TYPES,
@@ -185,7 +185,7 @@ class AgentConnection:
                     if message["type"] == "websocket.disconnect":
                         return int(message.get("code", 1000))
                     self.live.messages_in += 1
-                    self.live.last_activity = utcnow()
+                    self.live.last_activity = self.hub.agents.clock.now()
                     raw = message.get("text")
                     if raw is None:  # the protocol speaks JSON in text frames only
                         await self._error(
@@ -269,7 +269,7 @@ class AgentConnection:
                 await handler(self.live, message)
 
     def _presence(self) -> dict[str, Any]:
-        now = utcnow()
+        now = self.hub.agents.clock.now()
         return {
             "last_activity": now,
             "presence_expires_at": now + timedelta(seconds=self.settings.agent_heartbeat_timeout),
@@ -279,7 +279,7 @@ class AgentConnection:
         if self.live.ready:
             await self._error("Hello was already received on this connection")
             return
-        now = utcnow()
+        now = self.hub.agents.clock.now()
         capabilities = hello.model_dump(by_alias=True, exclude={"type"})
         async with self.hub.db.session() as session:
             agent = await store.get(session, self.agent_id)
@@ -335,7 +335,7 @@ class AgentConnection:
                 values["health"] = beat.health
             if agent.status == "offline":
                 # The reaper gave up on this connection a moment too early; it is alive.
-                values.update(status="online", status_changed_at=utcnow())
+                values.update(status="online", status_changed_at=self.hub.agents.clock.now())
             changed = "status" in values or values.get("health", agent.health) != agent.health
             updated = await store.set_state_if_connection(
                 session, self.agent_id, self.live.connection_id, **values
@@ -351,7 +351,7 @@ class AgentConnection:
                 health=str(values.get("health", agent.health)),
                 message=agent.status_message,
             )
-        await self.live.send({"type": "heartbeat_ack", "timestamp": utcnow()})
+        await self.live.send({"type": "heartbeat_ack", "timestamp": self.hub.agents.clock.now()})
 
     def _merged_metrics(self, agent: Agent, beat: Heartbeat | None) -> dict[str, Any]:
         metrics = dict(agent.metrics or {})
@@ -366,7 +366,7 @@ class AgentConnection:
         values: dict[str, Any] = {
             "status": report.status,
             "status_message": report.message,
-            "status_changed_at": utcnow(),
+            "status_changed_at": self.hub.agents.clock.now(),
             **self._presence(),
         }
         if report.health is not None:
@@ -386,7 +386,7 @@ class AgentConnection:
             )
 
     async def _logs(self, batch: LogBatch) -> None:
-        now = utcnow()
+        now = self.hub.agents.clock.now()
         rows = [
             {
                 "agent_id": self.agent_id,
@@ -415,7 +415,7 @@ class AgentConnection:
 
     async def _went_away(self, code: int | None) -> None:
         """Record that this connection ended, unless a newer one already took over."""
-        now = utcnow()
+        now = self.hub.agents.clock.now()
         if self.live.restart_requested and code in (Close.RESTART, Close.NORMAL, Close.GOING_AWAY):
             values: dict[str, Any] = {
                 "status": "restarting",

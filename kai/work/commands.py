@@ -18,7 +18,7 @@ from sqlalchemy import insert
 from kai.agents.live import LiveAgents
 from kai.agents.relay import Relay
 from kai.agents.service import Registry, Viewer, effective_status
-from kai.db import Database, new_id, utcnow
+from kai.db import Database, new_id
 from kai.errors import BadRequest, Conflict, GatewayTimeout
 from kai.kit.batch import BatchWriter
 from kai.kit.counters import COUNTS
@@ -76,7 +76,10 @@ class Commands:
             return sorted(live.commands)
         async with self.db.session(write=False) as session:
             agent = await self.registry.visible(session, viewer, agent_id)
-        if effective_status(agent, utcnow()) in (AgentStatus.OFFLINE, AgentStatus.RESTARTING):
+        if effective_status(agent, self.registry.clock.now()) in (
+            AgentStatus.OFFLINE,
+            AgentStatus.RESTARTING,
+        ):
             raise Conflict("Agent is not connected")
         return list((agent.capabilities or {}).get("commands") or [])
 
@@ -109,7 +112,7 @@ class Commands:
             "parameters": parameters,
             "via": via,
             "source_agent_id": source_agent_id,
-            "created_at": utcnow(),
+            "created_at": self.registry.clock.now(),
         }
         waiter: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         if expects_response:
@@ -176,7 +179,7 @@ class Commands:
                 "result": result,
                 "error": error,
                 "execution_time": execution_time,
-                "completed_at": utcnow(),
+                "completed_at": self.registry.clock.now(),
             }
         )
 
