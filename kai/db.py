@@ -266,11 +266,21 @@ class Database:
             task.add_done_callback(self._closing.discard)
 
     async def dispose(self) -> None:
+        """Close every connection. Work still holding one (a socket's last write, a task the
+        shutdown did not wait for) hands it back to the old pool, which is closed once it has
+        them all, or after a grace: a connection is never left for the garbage collector."""
         if self._after:
             await asyncio.wait(list(self._after), timeout=5)
         for task in list(self._closing):
             await task
+        pool = self.engine.sync_engine.pool
         await self.engine.dispose()
+        if _checked_out(pool):
+            await _close_when_returned(pool, grace=2.0)
+            if _checked_out(pool):
+                log.warning(
+                    "%d database connections were still in use at shutdown", _checked_out(pool)
+                )
 
 
 async def _logged(work: Awaitable[object]) -> None:
